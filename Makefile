@@ -1,0 +1,45 @@
+# `make help` lists the targets. Every target sets the environment up itself (idempotent).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the pinned dependencies (idempotent)
+
+train: install ## train the default experiment (source-only on the synthetic data); ARGS="..." adds overrides
+	$(BIN)/python -m src.train $(ARGS)
+
+test: install ## run the test suite (without the `slow` tests)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-slow: install ## run every test, the slow ones included
+	$(BIN)/python -m pytest -q -m "" $(ARGS)
+
+lint: install ## ruff check + format check
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+format: install ## ruff format + autofix
+	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts
+
+synthetic: install ## generate the synthetic two-domain dataset under DATA_ROOT (default ./data)
+	$(BIN)/python -c "import src.utils.config; from src.data.prepare import prepare_synthetic; from src.utils.config import PROJECT_ROOT; import os; prepare_synthetic(os.environ.get('DATA_ROOT', str(PROJECT_ROOT / 'data')) + '/synthetic', num_source=400, num_target=400, num_val=100, height=128, width=256, seed=0)"
+
+clean: ## remove logs and generated outputs (keeps .venv and data)
+	rm -rf logs outputs .pytest_cache
+
+.PHONY: help install train test test-slow lint format synthetic clean

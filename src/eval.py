@@ -1,0 +1,57 @@
+"""`python -m src.eval ckpt_path=PATH [data=... data.val_dir=...] [eval.mode=slide ...]`
+
+Evaluates the student of a checkpoint on a validation set, prints the per-class table and writes
+`results.json` (same schema as training) into the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import src.utils.config  # noqa: F401
+from src.metrics.miou import format_table, resolve_subsets
+from src.train import write_results
+from src.uda.module import load_module
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    module = load_module(cfg.ckpt_path)
+    ckpt_cfg = OmegaConf.create(module.cfg)
+    if cfg.get("data"):  # another validation set than the checkpoint's
+        ckpt_cfg.data = cfg.data
+        module.class_names = list(cfg.data.class_names)
+        module.subsets = resolve_subsets(cfg.data.eval_subsets, module.num_classes)
+        if int(cfg.data.num_classes) != module.num_classes:
+            raise ValueError(
+                f"data.num_classes={cfg.data.num_classes} but the checkpoint predicts "
+                f"{module.num_classes} classes"
+            )
+    if cfg.get("eval"):
+        module.eval_cfg.update(OmegaConf.to_container(cfg.eval, resolve=True))
+    datamodule = instantiate(ckpt_cfg.data, rcs=None, seed=0)
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer), logger=False, enable_model_summary=False)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    summary = module.last_summary
+    print(format_table(summary, title=f"{Path(cfg.ckpt_path).name}: student, per-class IoU (%)"))
+    steps = int(module.cfg["trainer"]["max_steps"])
+    extra = {"ckpt_path": str(cfg.ckpt_path)}
+    if module.last_teacher_summary is not None:
+        extra["teacher_mIoU"] = module.last_teacher_summary["mIoU"]
+    return write_results(Path(cfg.paths.output_dir) / "results.json", summary, ckpt_cfg, steps, extra)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    return evaluate(cfg).get("mIoU")
+
+
+if __name__ == "__main__":
+    main()

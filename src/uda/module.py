@@ -1,0 +1,234 @@
+"""The UDA LightningModule: a student, its EMA teacher and the strategy objects of a method.
+
+One training step, in the order of the reference (daformer_mic.md §1.2); every stage is one call to a
+strategy object chosen by config (`uda/teacher`, `uda/pseudo`, `uda/mix`, `uda/mask`, `uda/fd`), so any
+strategy composes with any other:
+
+    teacher.update(student, t)                       EMA from the previous step's student
+    L_src  = CE(f(x_s), y_s) [+ L_FD(x_s, y_s)]      source loss (+ ImageNet feature distance)
+    y_t_hat, w_t = pseudo_labeler(teacher(x_t))      pseudo-labels and their weights
+    x_mix, y_mix, w_mix = mix(x_s, y_s, x_t, ...)    e.g. DACS ClassMix + strong augmentation
+    L_mix  = CE_w(f(x_mix), y_mix, w_mix)
+    L_mask = λ · CE_w(f(mask(aug(x_t))), y_t_hat, w_t)   MIC masked image consistency
+    one optimizer step, then the lr schedule step.
+
+The module is built from the resolved config alone (a plain dict stored in the checkpoint), so a
+checkpoint loads without Hydra: see `load_module`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from src.metrics.miou import confusion_matrix_metric, resolve_subsets, summarize
+from src.models.inference import slide_inference, whole_inference
+from src.optim import PolyWarmup, build_adamw
+from src.uda.losses import weighted_cross_entropy
+
+log = logging.getLogger(__name__)
+
+
+def _build(node: Any, **kwargs: Any) -> Any:
+    """Instantiate an optional config node (None / {} / {enabled: false} -> None)."""
+    if not node or not node.get("_target_"):
+        return None
+    if kwargs:  # live objects (the student, an encoder) are passed to the built partial, not the config
+        return instantiate(OmegaConf.create(node), _partial_=True)(**kwargs)
+    return instantiate(OmegaConf.create(node))
+
+
+class UDAModule(pl.LightningModule):
+    def __init__(self, cfg: dict, *, load_pretrained: bool = True) -> None:
+        super().__init__()
+        self.automatic_optimization = False  # several backward passes, one optimizer step
+        self.save_hyperparameters({"cfg": cfg})
+        self.cfg = cfg
+        model_cfg = dict(cfg["model"])
+        if not load_pretrained:
+            model_cfg["pretrained"] = None
+        self.student = _build(model_cfg)
+        uda = cfg["uda"]
+        self.method = uda.get("name", "uda")
+        self.teacher = _build(uda.get("teacher"), student=self.student)
+        self.pseudo_labeler = _build(uda.get("pseudo"))
+        self.mix = _build(uda.get("mix"))
+        self.mask = _build(uda.get("mask"))
+        fd = uda.get("fd")
+        # The frozen ImageNet encoder starts from the same weights as the student (the reference loads
+        # the same mit_b5.pth into both), so a copy of the freshly initialised backbone is exact.
+        self.fd = _build(fd, encoder=copy.deepcopy(self.student.backbone)) if fd else None
+        if self.teacher is not None and self.pseudo_labeler is None:
+            raise ValueError("uda.teacher is set but uda.pseudo is not: self-training needs a pseudo-labeler")
+        if (self.mix is not None or self.mask is not None) and self.teacher is None:
+            raise ValueError(
+                "uda.mix / uda.mask train on pseudo-labels, but uda.teacher is none: "
+                "add uda/teacher=ema uda/pseudo=dacs, or start from uda=dacs"
+            )
+
+        data = cfg["data"]
+        self.num_classes = int(data["num_classes"])
+        self.class_names = list(data.get("class_names") or [str(i) for i in range(self.num_classes)])
+        self.subsets = resolve_subsets(data.get("eval_subsets") or ["all"], self.num_classes)
+        self.eval_cfg = dict(cfg.get("eval") or {})
+        self.val_confmat = confusion_matrix_metric(self.num_classes)
+        self.val_confmat_teacher = (
+            confusion_matrix_metric(self.num_classes) if self.teacher is not None else None
+        )
+        self.last_summary: dict | None = None
+        self.last_teacher_summary: dict | None = None
+        self.seed = int(cfg.get("seed", 0))
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        o = self.cfg["optim"]
+        opt = build_adamw(
+            self.student,
+            lr=o["lr"],
+            betas=tuple(o["betas"]),
+            weight_decay=o["weight_decay"],
+            head_lr_mult=o["head_lr_mult"],
+        )
+        sched = PolyWarmup(
+            max_steps=int(self.cfg["trainer"]["max_steps"]),
+            warmup_steps=o["warmup_steps"],
+            warmup_ratio=o["warmup_ratio"],
+            power=o["power"],
+        )
+        return [opt], [{"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, sched), "interval": "step"}]
+
+    def step_generator(self, step: int) -> torch.Generator:
+        """All randomness of step t is a function of (seed, rank, t), so a resumed run is exact.
+
+        The global RNG (dropout, drop-path) is re-seeded too: data loaders draw their base seed from
+        it whenever an iterator starts (validation, resume), so its state alone would not carry over.
+        """
+        seed = (self.seed * 1_000_003 + self.global_rank * 7919 + step) % (2**63)
+        torch.manual_seed(seed)
+        g = torch.Generator()
+        g.manual_seed(seed ^ 0x5DEECE66D)
+        return g
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        t = self.global_step
+        g = self.step_generator(t)
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        x_s, y_s = batch["source"]["img"], batch["source"]["gt"]
+        logs: dict[str, torch.Tensor] = {}
+
+        if self.teacher is not None:
+            self.teacher.update(self.student, t)
+
+        # Source supervision (+ ImageNet feature distance on the same forward, one backward).
+        logits_s, f_s = self.student(x_s, return_feat=True)
+        loss_src = weighted_cross_entropy(logits_s, y_s)
+        logs["train/loss_src"] = loss_src.detach()
+        loss = loss_src
+        if self.fd is not None:
+            loss_fd = self.fd(f_s, x_s, y_s)
+            logs["train/loss_fd"] = loss_fd.detach()
+            loss = loss + loss_fd
+        self.manual_backward(loss)
+        del logits_s, f_s, loss
+
+        if self.teacher is not None and "target" in batch:
+            x_t = batch["target"]["img"]
+            probs_t = self.teacher.predict(x_t)
+            y_t_hat, w_t, _ = self.pseudo_labeler(probs_t, valid=batch["target"].get("valid"))
+            logs["train/pseudo_weight"] = w_t.mean().detach()
+
+            if self.mix is not None:
+                m = self.mix(x_s, y_s, x_t, y_t_hat, w_t, generator=g)
+                loss_mix = weighted_cross_entropy(self.student(m.x_mix), m.y_mix, m.w_mix)
+                self.manual_backward(loss_mix)
+                logs["train/loss_mix"] = loss_mix.detach()
+
+            if self.mask is not None:
+                x_masked = self.mask(x_t, generator=g)
+                loss_mask = self.mask.weight * weighted_cross_entropy(self.student(x_masked), y_t_hat, w_t)
+                self.manual_backward(loss_mask)
+                logs["train/loss_mask"] = loss_mask.detach()
+
+        opt.step()
+        self.lr_schedulers().step()
+        logs["train/lr"] = torch.tensor(opt.param_groups[0]["lr"])
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x_s.shape[0])
+        self.log("loss", logs["train/loss_src"], prog_bar=True, on_step=True, batch_size=x_s.shape[0])
+
+    # ------------------------------------------------------------------ evaluation
+    def infer(self, model: torch.nn.Module, x: torch.Tensor, out_size) -> torch.Tensor:
+        e = self.eval_cfg
+        if e.get("mode", "whole") == "slide":
+            return slide_inference(
+                model,
+                x,
+                num_classes=self.num_classes,
+                crop_size=tuple(e["crop_size"]),
+                stride=tuple(e["stride"]),
+                batched=e.get("batched", True),
+                out_size=out_size,
+            )
+        return whole_inference(model, x, out_size=out_size)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x, y = batch["img"], batch["gt"]
+        self.val_confmat.update(self.infer(self.student, x, y.shape[-2:]).argmax(1), y)
+        if self.val_confmat_teacher is not None and self.eval_cfg.get("teacher", True):
+            self.val_confmat_teacher.update(self.infer(self.teacher.model, x, y.shape[-2:]).argmax(1), y)
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_summary = summarize(self.val_confmat.compute(), self.class_names, self.subsets)
+        self.val_confmat.reset()
+        s = self.last_summary
+        logs = {"val/mIoU": s["mIoU"] or 0.0}
+        logs.update({f"val/mIoU{k}": v for k, v in s["subsets"].items() if v is not None and k != "all"})
+        logs.update({f"val/IoU/{n}": v for n, v in s["per_class"].items() if v is not None})
+        if self.val_confmat_teacher is not None and self.eval_cfg.get("teacher", True):
+            self.last_teacher_summary = summarize(
+                self.val_confmat_teacher.compute(), self.class_names, self.subsets
+            )
+            self.val_confmat_teacher.reset()
+            logs["val/teacher_mIoU"] = self.last_teacher_summary["mIoU"] or 0.0
+        self.log_dict(logs, sync_dist=False)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()
+
+
+def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> UDAModule:
+    """Rebuild a trained module from a checkpoint file alone (no Hydra run, no code executed on load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<path to a .ckpt file>")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - surface one readable message
+        raise ValueError(
+            f"{path} is not a loadable checkpoint of this library ({type(e).__name__}: {e})"
+        ) from e
+    if "hyper_parameters" not in ckpt or "cfg" not in ckpt["hyper_parameters"]:
+        raise ValueError(
+            f"{path} holds no library config (hyper_parameters.cfg): not a checkpoint of this library"
+        )
+    module = UDAModule(ckpt["hyper_parameters"]["cfg"], load_pretrained=False)
+    result = module.load_state_dict(ckpt["state_dict"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{path} does not match the model of its own config: {len(result.missing_keys)} missing keys "
+            f"(e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected (e.g. "
+            f"{result.unexpected_keys[:3]})"
+        )
+    module.eval()
+    return module

@@ -1,0 +1,98 @@
+"""Mean teacher for self-training: EMA of the student's parameters.
+
+Source: DACS / DAFormer / MIC ``dacs.py`` (``_init_ema_weights``, ``_update_ema``, pseudo-label
+generation), daformer_mic.md §1.2 steps 1 and 5, §1.4.
+
+- ``alpha_t = min(1 - 1/(step + 1), alpha)`` with the 0-based step: step 1 -> 0.5, step 999 -> 0.999.
+- Step 0 copies the student's parameters; later steps do ``θ_T ← α_t θ_T + (1 − α_t) θ_S`` over
+  **parameters only**: buffers (BN running statistics, ``num_batches_tracked``) are *not* averaged, as in
+  the reference. The update runs at the start of a step, with the student weights of the previous step.
+- The teacher never receives gradients (parameters frozen, prediction under ``no_grad``).
+- Pseudo-label forward: Dropout and DropPath modules in eval; BatchNorm in **train** mode by default
+  (``bn_mode="train"``, the reference: the teacher normalises with the target batch statistics, which also
+  updates the teacher's BN running buffers), or eval with ``bn_mode="eval"``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
+
+# Stochastic-depth modules are matched by class name so that timm's DropPath, a locally defined DropPath
+# (e.g. in a MiT backbone) and torchvision's StochasticDepth are all covered without importing them.
+_DROP_PATH_NAMES = frozenset({"DropPath", "StochasticDepth"})
+
+
+def _is_dropout(m: nn.Module) -> bool:
+    return isinstance(m, _DropoutNd) or type(m).__name__ in _DROP_PATH_NAMES
+
+
+class EMATeacher(nn.Module):
+    """Exponential-moving-average teacher (DACS / DAFormer / MIC, daformer_mic.md §1.2, §1.4).
+
+    ``self.model`` is a registered submodule so the teacher is saved in checkpoints and moved to the device
+    with its parent. The wrapped model must provide ``predict(x)`` returning logits at x's size.
+    """
+
+    def __init__(self, *, student: nn.Module, alpha: float = 0.999, bn_mode: str = "train") -> None:
+        super().__init__()
+        if bn_mode not in ("train", "eval"):
+            raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.model = copy.deepcopy(student)
+        self.model.requires_grad_(False)
+        self.alpha = float(alpha)
+        self.bn_mode = bn_mode
+
+    @staticmethod
+    def alpha_at(step: int, alpha: float) -> float:
+        """EMA ramp: min(1 − 1/(step + 1), alpha) with the 0-based step."""
+        return min(1.0 - 1.0 / (step + 1), alpha)
+
+    def _param_pairs(self, student: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+        t = list(self.model.parameters())
+        s = list(student.parameters())
+        if len(t) != len(s):
+            raise ValueError(f"teacher has {len(t)} parameters, student {len(s)}: not the same architecture")
+        for i, (a, b) in enumerate(zip(t, s)):
+            if a.shape != b.shape:
+                raise ValueError(f"parameter {i}: teacher shape {tuple(a.shape)} != student {tuple(b.shape)}")
+        return t, s
+
+    @torch.no_grad()
+    def update(self, student: nn.Module, step: int) -> float:
+        """Step 0: copy the student's parameters; else EMA over parameters. Returns the α used."""
+        t, s = self._param_pairs(student)
+        s = [p.detach().to(dtype=q.dtype, device=q.device) for p, q in zip(s, t)]
+        if step == 0:
+            for q, p in zip(t, s):
+                q.copy_(p)
+            return 0.0
+        a = self.alpha_at(step, self.alpha)
+        torch._foreach_mul_(t, a)
+        torch._foreach_add_(t, s, alpha=1.0 - a)
+        return a
+
+    def set_pseudo_label_mode(self) -> None:
+        """Train mode with Dropout/DropPath in eval, BN in train (``bn_mode="train"``) or eval."""
+        self.model.train()
+        for m in self.model.modules():
+            if _is_dropout(m):
+                m.eval()
+            elif isinstance(m, _BatchNorm):
+                m.train(self.bn_mode == "train")
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Teacher softmax probabilities (B,C,H,W), float32, at the input size."""
+        self.set_pseudo_label_mode()
+        logits = self.model.predict(x)
+        if logits.shape[-2:] != x.shape[-2:]:
+            logits = F.interpolate(logits.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.softmax(logits.float(), dim=1)
