@@ -32,6 +32,7 @@ from src.metrics.miou import confusion_matrix_metric, resolve_subsets, summarize
 from src.models.inference import slide_inference, whole_inference
 from src.optim import PolyWarmup, build_adamw
 from src.uda.losses import weighted_cross_entropy
+from src.utils.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class UDAModule(pl.LightningModule):
         self.last_summary: dict | None = None
         self.last_teacher_summary: dict | None = None
         self.seed = int(cfg.get("seed", 0))
+        self.timer = StageTimer(enabled=False)  # scripts/benchmark.py turns it on
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -124,42 +126,52 @@ class UDAModule(pl.LightningModule):
         opt.zero_grad(set_to_none=True)
         x_s, y_s = batch["source"]["img"], batch["source"]["gt"]
         logs: dict[str, torch.Tensor] = {}
+        stage = self.timer
 
         if self.teacher is not None:
-            self.teacher.update(self.student, t)
+            with stage("ema_update"):
+                self.teacher.update(self.student, t)
 
         # Source supervision (+ ImageNet feature distance on the same forward, one backward).
-        logits_s, f_s = self.student(x_s, return_feat=True)
-        loss_src = weighted_cross_entropy(logits_s, y_s)
-        logs["train/loss_src"] = loss_src.detach()
-        loss = loss_src
-        if self.fd is not None:
-            loss_fd = self.fd(f_s, x_s, y_s)
-            logs["train/loss_fd"] = loss_fd.detach()
-            loss = loss + loss_fd
-        self.manual_backward(loss)
-        del logits_s, f_s, loss
+        with stage("source_fwd_bwd"):
+            logits_s, f_s = self.student(x_s, return_feat=True)
+            loss_src = weighted_cross_entropy(logits_s, y_s)
+            logs["train/loss_src"] = loss_src.detach()
+            loss = loss_src
+            if self.fd is not None:
+                loss_fd = self.fd(f_s, x_s, y_s)
+                logs["train/loss_fd"] = loss_fd.detach()
+                loss = loss + loss_fd
+            self.manual_backward(loss)
+            del logits_s, f_s, loss
 
         if self.teacher is not None and "target" in batch:
             x_t = batch["target"]["img"]
-            probs_t = self.teacher.predict(x_t)
-            y_t_hat, w_t, _ = self.pseudo_labeler(probs_t, valid=batch["target"].get("valid"))
+            with stage("teacher_fwd"):
+                probs_t = self.teacher.predict(x_t)
+            with stage("pseudo_label"):
+                y_t_hat, w_t, _ = self.pseudo_labeler(probs_t, valid=batch["target"].get("valid"))
             logs["train/pseudo_weight"] = w_t.mean().detach()
 
             if self.mix is not None:
-                m = self.mix(x_s, y_s, x_t, y_t_hat, w_t, generator=g)
-                loss_mix = weighted_cross_entropy(self.student(m.x_mix), m.y_mix, m.w_mix)
-                self.manual_backward(loss_mix)
+                with stage("mix"):
+                    m = self.mix(x_s, y_s, x_t, y_t_hat, w_t, generator=g)
+                with stage("mix_fwd_bwd"):
+                    loss_mix = weighted_cross_entropy(self.student(m.x_mix), m.y_mix, m.w_mix)
+                    self.manual_backward(loss_mix)
                 logs["train/loss_mix"] = loss_mix.detach()
 
             if self.mask is not None:
-                x_masked = self.mask(x_t, generator=g)
-                loss_mask = self.mask.weight * weighted_cross_entropy(self.student(x_masked), y_t_hat, w_t)
-                self.manual_backward(loss_mask)
+                with stage("mask"):
+                    x_masked = self.mask(x_t, generator=g)
+                with stage("mask_fwd_bwd"):
+                    loss_mask = self.mask.weight * weighted_cross_entropy(self.student(x_masked), y_t_hat, w_t)
+                    self.manual_backward(loss_mask)
                 logs["train/loss_mask"] = loss_mask.detach()
 
-        opt.step()
-        self.lr_schedulers().step()
+        with stage("optimizer"):
+            opt.step()
+            self.lr_schedulers().step()
         logs["train/lr"] = torch.tensor(opt.param_groups[0]["lr"])
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x_s.shape[0])
         self.log("loss", logs["train/loss_src"], prog_bar=True, on_step=True, batch_size=x_s.shape[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from src.data.classes import CITYSCAPES_CLASSES, read_classes_file
 
@@ -22,7 +22,7 @@ def register_resolvers() -> None:
     if OmegaConf.has_resolver("udass.root"):
         return
     OmegaConf.register_new_resolver("udass.root", lambda: str(PROJECT_ROOT))
-    OmegaConf.register_new_resolver("udass.class_names", class_names_of)
+    OmegaConf.register_new_resolver("udass.class_names", lambda f: ListConfig(class_names_of(f)))
     OmegaConf.register_new_resolver("udass.num_classes", lambda f: len(class_names_of(f)))
 
 

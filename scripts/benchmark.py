@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""Measure one UDA training step, stage by stage, and the data-loading throughput.
+
+    python scripts/benchmark.py --experiment mic_synthetic                 # CPU, synthetic crops
+    python scripts/benchmark.py --experiment mic_synthetic --device cuda --precision bf16-mixed \
+        --override model=daformer_mitb5 model.head_channels=null --crop 512
+
+Prints the mean time of each stage of `UDAModule.training_step` (EMA update, source forward/backward,
+teacher forward, pseudo-labels, mixing, masking, each student forward/backward, optimizer), steps per
+second, the share of strategy work that is not a network pass, data-loader samples per second per
+worker, and the peak memory (CUDA: max allocated; CPU: peak resident set size of the process).
+`--json FILE` writes the same numbers for the README's performance table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+import src.utils.config  # noqa: E402,F401
+from src.uda.module import UDAModule  # noqa: E402
+
+# Stages that are strategy work, not network passes (issue: they must stay under 5 % of a step).
+STRATEGY_STAGES = ("ema_update", "pseudo_label", "mix", "mask")
+
+
+class _FixedBatches(Dataset):
+    """The same random batch over and over: times the step, not the data pipeline."""
+
+    def __init__(self, batch: dict, n: int) -> None:
+        self.batch, self.n = batch, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        return self.batch
+
+
+class _StepClock(pl.Callback):
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.times, self._t0 = warmup, [], 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            module.timer.reset()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if batch_idx >= self.warmup:
+            self.times.append(time.perf_counter() - self._t0)
+
+
+def compose_cfg(experiment: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={experiment}", "paths.output_dir=/tmp/benchmark", *overrides])
+
+
+def random_batch(cfg, crop: int, batch_size: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    c = int(cfg.data.num_classes)
+
+    def domain():
+        return {
+            "img": torch.randn(3, crop, crop, generator=g),
+            "gt": torch.randint(0, c, (crop, crop), generator=g),
+            "valid": torch.ones(crop, crop, dtype=torch.uint8),
+        }
+
+    return {"source": domain(), "target": domain()}
+
+
+def bench_step(cfg, args) -> dict:
+    module = UDAModule(OmegaConf.to_container(cfg, resolve=True))
+    module.timer.enabled = True
+    data = DataLoader(_FixedBatches(random_batch(cfg, args.crop, 1), args.batch * (args.warmup + args.steps)),
+                      batch_size=args.batch)  # fmt: skip
+    clock = _StepClock(args.warmup)
+    trainer = pl.Trainer(
+        accelerator=args.device,
+        devices=1,
+        precision=args.precision,
+        max_steps=args.warmup + args.steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.fit(module, train_dataloaders=data)
+    step = sum(clock.times) / len(clock.times)
+    stages = {k: v / module.timer.counts[k] for k, v in module.timer.totals.items()}
+    strategy = sum(stages.get(k, 0.0) for k in STRATEGY_STAGES)
+    out = {
+        "step_s": step,
+        "steps_per_s": 1.0 / step,
+        "stages_s": stages,
+        "strategy_s": strategy,
+        "strategy_share": strategy / step,
+    }
+    if args.device == "cuda":
+        out["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return out
+
+
+def bench_data(cfg, args) -> dict:
+    from src.train import build_datamodule
+
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    out = {}
+    for workers in args.workers:
+        loader = DataLoader(dm.train_dataset(), batch_size=dm.batch_size, num_workers=workers,
+                            sampler=range(10**9), drop_last=True)  # fmt: skip
+        it = iter(loader)
+        next(it)  # start-up
+        t0, n = time.perf_counter(), 0
+        for _ in range(args.data_batches):
+            n += next(it)["source"]["img"].shape[0]
+        dt = time.perf_counter() - t0
+        per_worker = n / dt / max(workers, 1)
+        out[f"workers={workers}"] = {"samples_per_s": n / dt, "samples_per_s_per_worker": per_worker}
+        del it
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", default="mic_synthetic")
+    p.add_argument("--override", nargs="*", default=[], help="Hydra overrides, e.g. model=daformer_mitb5")
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--batch", type=int, default=2, help="crops per domain")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--precision", default="32-true")
+    p.add_argument("--workers", type=int, nargs="*", default=[0, 1], help="data-loader worker counts to time")
+    p.add_argument("--data-batches", type=int, default=20)
+    p.add_argument("--no-data", action="store_true", help="skip the data-loading measurement")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    cfg = compose_cfg(args.experiment, [f"trainer.max_steps={args.warmup + args.steps}", *args.override])
+    torch.manual_seed(0)
+    res = {
+        "experiment": args.experiment,
+        "overrides": args.override,
+        "model": cfg.model.name,
+        "crop": args.crop,
+        "batch_per_domain": args.batch,
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "precision": args.precision,
+        "step": bench_step(cfg, args),
+    }
+    if not args.no_data:
+        res["data"] = bench_data(cfg, args)
+
+    s = res["step"]
+    print(f"\n{args.experiment} | {cfg.model.name} | crop {args.crop} | batch {args.batch}+{args.batch} | "
+          f"{res['device']} ({res['threads']} threads) | {args.precision}")  # fmt: skip
+    print(f"{'stage':<18}{'ms':>10}{'% step':>9}")
+    for k, v in s["stages_s"].items():
+        print(f"{k:<18}{v * 1e3:>10.1f}{100 * v / s['step_s']:>8.1f}%")
+    print(f"{'step (total)':<18}{s['step_s'] * 1e3:>10.1f}   {s['steps_per_s']:.2f} steps/s")
+    print(f"strategy work other than network passes: {100 * s['strategy_share']:.2f} % of the step")
+    mem = s.get("peak_memory_gb", s.get("peak_rss_gb"))
+    print(f"peak memory: {mem:.2f} GB ({'CUDA max allocated' if 'peak_memory_gb' in s else 'process RSS'})")
+    for k, v in res.get("data", {}).items():
+        print(f"data loading {k}: {v['samples_per_s']:.1f} samples/s ({v['samples_per_s_per_worker']:.1f} per worker)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

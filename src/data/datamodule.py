@@ -1,0 +1,245 @@
+"""The UDA LightningDataModule: labelled source + unlabelled target for training, labelled val.
+
+Sampling (daformer_mic.md §1.7): each training item pairs one source crop with one target crop drawn
+uniformly and independently. Without rare-class sampling the source image is drawn uniformly; with it,
+a class c ~ P(c) is drawn first, then a file holding > min_pixels of c, and the crop is retried until it
+holds > min_pixels * min_crop_ratio pixels of c.
+
+Determinism and exact resume: item `i` of the training stream is a pure function of (seed, rank, i):
+its own numpy generator drives the choice of files, crops and flips. The sampler yields the stream
+indices from `global_step * batch_size` on, so a resumed run reads exactly the data the uninterrupted
+run would have read, whatever the number of workers. (The reference shuffles the |S|x|T| pair list
+instead; drawing pairs independently is the same distribution without the giant index.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from src.data.rare_class_sampling import RareClassSampler
+from src.data.transforms import EvalTransform, TrainTransform
+
+log = logging.getLogger(__name__)
+
+
+def pseudo_margin_mask(height: int, width: int, margins: tuple[int, int, int, int]) -> np.ndarray:
+    """HRDA/MIC crop-aware pseudo-label margins (top, bottom, left, right) at full resolution:
+    1 = the teacher's pseudo-label may be trained on, 0 = border artefact region (daformer_mic.md §1.5)."""
+    top, bottom, left, right = margins
+    m = np.ones((height, width), np.uint8)
+    m[:top] = 0
+    if bottom:
+        m[height - bottom :] = 0
+    m[:, :left] = 0
+    if right:
+        m[:, width - right :] = 0
+    return m
+
+
+class UDATrainDataset(Dataset):
+    """Item i = {"source": {img, gt, valid}, "target": {img, valid[, gt]}} drawn from rng(seed, rank, i)."""
+
+    def __init__(
+        self,
+        *,
+        source,
+        target=None,
+        source_transform: TrainTransform,
+        target_transform: TrainTransform,
+        rcs: RareClassSampler | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        target_pseudo_margins: tuple[int, int, int, int] | None = None,
+        target_labels: bool = False,
+    ) -> None:
+        self.source, self.target = source, target
+        self.source_transform, self.target_transform = source_transform, target_transform
+        self.rcs = rcs
+        self.seed, self.rank = seed, rank
+        self.target_pseudo_margins = target_pseudo_margins
+        self.target_labels = target_labels
+
+    def __len__(self) -> int:  # the stream is unbounded; the sampler decides how much is read
+        return 2**62
+
+    def rng(self, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.rank, i])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rng = self.rng(i)
+        rcs_class, rcs_min = None, 0.0
+        if self.rcs is not None:
+            rcs_class, key = self.rcs.sample(rng)
+            si = self.source.index_of(key)
+            rcs_min = self.rcs.min_crop_pixels
+        else:
+            si = int(rng.integers(len(self.source)))
+        image, label = self.source.load(si)
+        item = {
+            "source": self.source_transform(image, label, rng, rcs_class=rcs_class, rcs_min_pixels=rcs_min)
+        }
+        if self.target is not None:
+            ti = int(rng.integers(len(self.target)))
+            image, label = self.target.load(ti)
+            valid = None
+            if self.target_pseudo_margins is not None:
+                valid = pseudo_margin_mask(image.shape[0], image.shape[1], tuple(self.target_pseudo_margins))
+            t = self.target_transform(image, label if self.target_labels else None, rng, valid=valid)
+            item["target"] = t
+        return item
+
+
+class EvalDataset(Dataset):
+    def __init__(self, base, transform: EvalTransform) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image, label = self.base.load(i)
+        out = self.transform(image, label)
+        out["name"] = self.base.name(i)
+        return out
+
+
+class StreamSampler(Sampler[int]):
+    """Yields start, start+1, ..., start+length-1 (indices into the training stream)."""
+
+    def __init__(self, start: int, length: int) -> None:
+        self.start, self.length = start, length
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.start + self.length))
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class UDADataModule(pl.LightningDataModule):
+    """Pairs a labelled source, an unlabelled target and a labelled validation set.
+
+    `source`, `target`, `val` are callables returning dataset objects with `__len__`, `load(i) ->
+    (image, label)`, `name(i)`, and for rare-class sampling `root`, `index_of(key)` (Hydra
+    `_partial_: true` configs). `prepare` is an optional callable run once before (e.g. the synthetic
+    data generator).
+    """
+
+    def __init__(
+        self,
+        *,
+        source: Callable[[], Any],
+        target: Callable[[], Any] | None,
+        val: Callable[[], Any],
+        num_classes: int = 19,
+        class_names: list[str] | None = None,
+        crop_size: tuple[int, int] | int = (512, 512),
+        batch_size: int = 2,
+        val_batch_size: int = 1,
+        num_workers: int = 2,
+        source_scale: tuple[int, int] | None = None,
+        target_scale: tuple[int, int] | None = None,
+        val_scale: tuple[int, int] | None = None,
+        cat_max_ratio: float = 0.75,
+        target_pseudo_margins: tuple[int, int, int, int] | None = None,
+        eval_subsets: list[str] | None = None,
+        prepare: Callable[[], Any] | None = None,
+        rcs: dict | None = None,
+        seed: int = 0,
+        **_: Any,
+    ) -> None:
+        super().__init__()
+        self._source_fn, self._target_fn, self._val_fn = source, target, val
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else None
+        crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        self.crop_size = crop
+        self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
+        self.source_transform = TrainTransform(
+            crop_size=crop, scale=_opt_tuple(source_scale), cat_max_ratio=cat_max_ratio
+        )
+        self.target_transform = TrainTransform(
+            crop_size=crop, scale=_opt_tuple(target_scale), cat_max_ratio=1.0
+        )
+        self.val_transform = EvalTransform(scale=_opt_tuple(val_scale))
+        self.target_pseudo_margins = _opt_tuple(target_pseudo_margins)
+        self.eval_subsets = list(eval_subsets or ["all"])
+        self._prepare = prepare
+        self.rcs_cfg = dict(rcs or {})
+        self.seed = seed
+        self.source = self.target = self.val = None
+        self.target_labels = False
+
+    def prepare_data(self) -> None:
+        if self._prepare is not None:
+            self._prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.val is None:
+            self.val = self._val_fn()
+        if stage in (None, "fit") and self.source is None:
+            self.source = self._source_fn()
+            self.target = self._target_fn() if self._target_fn is not None else None
+
+    def rare_class_sampler(self) -> RareClassSampler | None:
+        if not self.rcs_cfg.get("enabled", False):
+            return None
+        kw = {k: v for k, v in self.rcs_cfg.items() if k != "enabled"}
+        return RareClassSampler.from_root(self.source.root, **kw)
+
+    def train_dataset(self, rank: int = 0) -> UDATrainDataset:
+        if self.source is None:
+            self.setup("fit")
+        return UDATrainDataset(
+            source=self.source,
+            target=self.target,
+            source_transform=self.source_transform,
+            target_transform=self.target_transform,
+            rcs=self.rare_class_sampler(),
+            seed=self.seed,
+            rank=rank,
+            target_pseudo_margins=self.target_pseudo_margins,
+            target_labels=self.target_labels,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        step = trainer.global_step if trainer is not None else 0
+        max_steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        remaining = max(max_steps - step, 1)
+        sampler = StreamSampler(step * self.batch_size, remaining * self.batch_size)
+        return DataLoader(
+            self.train_dataset(rank),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            drop_last=True,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val is None:
+            self.setup("validate")
+        return DataLoader(
+            EvalDataset(self.val, self.val_transform),
+            batch_size=self.val_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+
+def _opt_tuple(v):
+    return None if v is None else tuple(v)

@@ -1,0 +1,49 @@
+"""scripts/aggregate_results.py: mean ± std over seeds, grouping, markdown and CSV."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location(
+        "aggregate_results", ROOT / "scripts" / "aggregate_results.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write(d: Path, method: str, seed: int, miou: float, road: float | None):
+    d.mkdir(parents=True)
+    r = {"mIoU": miou, "per_class": {"road": road, "sky": 50.0}, "subsets": {"19": miou}, "method": method,
+         "data": "synthetic", "model": "daformer_mitb0", "seed": seed, "steps": 100}  # fmt: skip
+    (d / "results.json").write_text(json.dumps(r))
+
+
+def test_mean_std_over_seeds(tmp_path):
+    agg = _load()
+    for i, (m, v) in enumerate([("dacs", 40.0), ("dacs", 44.0), ("dacs", 42.0), ("source_only", 30.0)]):
+        _write(tmp_path / str(i), m, i, v, None if i == 0 else v)
+    rows = {r["method"]: r for r in agg.aggregate(agg.load_results([tmp_path]))}
+    mean, std, n = rows["dacs"]["mIoU"]
+    assert (mean, n) == (42.0, 3) and std == pytest.approx(2.0)
+    assert rows["dacs"]["per_class"]["road"][2] == 2  # a null IoU is skipped, not counted as 0
+    assert rows["source_only"]["mIoU"][1] == 0.0
+    md = agg.to_markdown(list(rows.values()), per_class=True)
+    assert "42.0 ± 2.0" in md and "road" in md.splitlines()[0]
+    assert agg.main([str(tmp_path), "--out", str(tmp_path / "table")]) == 0
+    assert (tmp_path / "table.csv").read_text().count("\n") == 3
+
+
+def test_clear_errors(tmp_path):
+    agg = _load()
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        agg.load_results([tmp_path])
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(ValueError, match="lacks"):
+        agg.load_results([tmp_path])
