@@ -73,7 +73,8 @@ def aggregate(runs: list[dict]) -> list[dict]:
 
 def to_markdown(rows: list[dict], per_class: bool) -> str:
     subsets = sorted({s for r in rows for s in r["subsets"] if s not in ("all", "19")})
-    head = ["method", "data", "model", "steps", "seeds", "mIoU"] + [f"mIoU{s}" for s in subsets] + ["teacher mIoU"]
+    head = ["method", "data", "model", "steps", "seeds", "mIoU"]
+    head += [f"mIoU{s}" for s in subsets] + ["teacher mIoU"]
     classes = list(rows[0]["per_class"]) if rows and per_class else []
     head += classes
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -71,7 +71,8 @@ class _StepClock(pl.Callback):
 
 def compose_cfg(experiment: str, overrides: list[str]):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={experiment}", "paths.output_dir=/tmp/benchmark", *overrides])
+        base = [f"experiment={experiment}", "paths.output_dir=/tmp/benchmark"]
+        return compose("train", overrides=[*base, *overrides])
 
 
 def random_batch(cfg, crop: int, batch_size: int) -> dict:
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     mem = s.get("peak_memory_gb", s.get("peak_rss_gb"))
     print(f"peak memory: {mem:.2f} GB ({'CUDA max allocated' if 'peak_memory_gb' in s else 'process RSS'})")
     for k, v in res.get("data", {}).items():
-        print(f"data loading {k}: {v['samples_per_s']:.1f} samples/s ({v['samples_per_s_per_worker']:.1f} per worker)")
+        per_worker = v["samples_per_s_per_worker"]
+        print(f"data loading {k}: {v['samples_per_s']:.1f} samples/s ({per_worker:.1f} per worker)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2) + "\n")

@@ -26,10 +26,15 @@ RESULT_KEYS = {"mIoU", "per_class", "subsets", "method", "data", "model", "seed"
         ("dacs_synthetic", {"train/loss_src", "train/loss_mix", "train/pseudo_weight"}),
         ("daformer_synthetic", {"train/loss_src", "train/loss_fd", "train/loss_mix"}),
         ("mic_synthetic", {"train/loss_src", "train/loss_fd", "train/loss_mix", "train/loss_mask"}),
+        ("omuda_synthetic", {"train/loss_fd", "train/loss_mask", "train/loss_fdm", "train/cam_fg_cells",
+                             "train/cdm_keep_rate"}),  # fmt: skip
+        ("udass_synthetic", {"train/loss_mix", "train/loss_mask"}),
+        ("omuda_udass_synthetic", {"train/loss_mix", "train/loss_fdm", "train/cdm_keep_rate"}),
     ],
 )
 def test_each_method_runs_and_writes_results(train_cfg, experiment, losses):
-    cfg = train_cfg(f"experiment={experiment}")
+    extra = ["uda.mix.quadmix_start=1"] if "udass" in experiment else []  # QuadMix from the 2nd step on
+    cfg = train_cfg(f"experiment={experiment}", *extra)
     results = train(cfg)
     out = json.loads(Path(cfg.paths.output_dir, "results.json").read_text())
     assert RESULT_KEYS <= set(out) and out == results
@@ -42,13 +47,33 @@ def test_each_method_runs_and_writes_results(train_cfg, experiment, losses):
         assert "teacher_mIoU" in out
 
 
-def _state(module):
-    return {k: v.clone() for k, v in module.state_dict().items()}
+def _assert_same(a, b, key: str) -> None:
+    """Tensors equal bit for bit; extra states (QuadMix memory) compared recursively."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), key
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), key
+        for k in a:
+            _assert_same(a[k], b[k], f"{key}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), key
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{key}[{i}]")
+    else:
+        assert a == b, key
 
 
-def test_resume_matches_uninterrupted_run(train_cfg, tmp_path):
+@pytest.mark.parametrize(
+    "method",
+    [
+        ["experiment=mic_synthetic"],
+        # CDM running statistics (buffers) and QuadMix's one-step memory must come back from the checkpoint
+        ["experiment=omuda_udass_synthetic", "uda.mix.quadmix_start=1", "uda.mix.feature_mix=true"],
+    ],
+)
+def test_resume_matches_uninterrupted_run(train_cfg, tmp_path, method):
     """Stop-and-resume from the step-2 checkpoint of a 4-step run reproduces the run bit for bit."""
-    common = ["experiment=mic_synthetic", "trainer.max_steps=4", "trainer.val_check_interval=2"]
+    common = [*method, "trainer.max_steps=4", "trainer.val_check_interval=2"]
     train(train_cfg(*common, f"paths.output_dir={tmp_path / 'full'}"))
     mid = tmp_path / "full" / "checkpoints" / "step000002.ckpt"
     assert mid.is_file()
@@ -57,7 +82,7 @@ def test_resume_matches_uninterrupted_run(train_cfg, tmp_path):
     b = load_module(tmp_path / "resumed" / "checkpoints" / "last.ckpt").state_dict()
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.equal(a[k], b[k]), k
+        _assert_same(a[k], b[k], k)
     # ... and the resumed run really trained: its weights moved away from the step-2 checkpoint
     c = load_module(mid).state_dict()
     assert any(not torch.equal(b[k], c[k]) for k in b if k.startswith("student."))

@@ -32,6 +32,7 @@ from src.metrics.miou import confusion_matrix_metric, resolve_subsets, summarize
 from src.models.inference import slide_inference, whole_inference
 from src.optim import PolyWarmup, build_adamw
 from src.uda.losses import weighted_cross_entropy
+from src.uda.mixing.quadmix import QuadMix, feature_mix
 from src.utils.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ class UDAModule(pl.LightningModule):
         # The frozen ImageNet encoder starts from the same weights as the student (the reference loads
         # the same mit_b5.pth into both), so a copy of the freshly initialised backbone is exact.
         self.fd = _build(fd, encoder=copy.deepcopy(self.student.backbone)) if fd else None
+        # OMUDA FDM's target term needs the masked student features, so it runs with a masking module.
+        self.fdm_target = (
+            self.mask is not None and hasattr(self.fd, "target_loss") and getattr(self.fd, "target", False)
+        )
         if self.teacher is not None and self.pseudo_labeler is None:
             raise ValueError("uda.teacher is set but uda.pseudo is not: self-training needs a pseudo-labeler")
         if (self.mix is not None or self.mask is not None) and self.teacher is None:
@@ -98,6 +103,11 @@ class UDAModule(pl.LightningModule):
             weight_decay=o["weight_decay"],
             head_lr_mult=o["head_lr_mult"],
         )
+        # Trainable strategy parts (OMUDA FDM's MGD generator) start untrained: head learning rate.
+        extra = [p for p in (self.fd.parameters() if self.fd is not None else []) if p.requires_grad]
+        if extra:
+            opt.add_param_group({"params": extra, "lr": o["lr"] * o["head_lr_mult"], "name": "strategy",
+                                 "weight_decay": o["weight_decay"]})  # fmt: skip
         sched = PolyWarmup(
             max_steps=int(self.cfg["trainer"]["max_steps"]),
             warmup_steps=o["warmup_steps"],
@@ -150,24 +160,30 @@ class UDAModule(pl.LightningModule):
             with stage("teacher_fwd"):
                 probs_t = self.teacher.predict(x_t)
             with stage("pseudo_label"):
-                y_t_hat, w_t, _ = self.pseudo_labeler(probs_t, valid=batch["target"].get("valid"))
+                y_t_hat, w_t, p_t = self.pseudo_labeler(probs_t, valid=batch["target"].get("valid"), step=t)
             logs["train/pseudo_weight"] = w_t.mean().detach()
 
-            if self.mix is not None:
+            if self.mix is not None:  # ClassMix, or QuadMix's two compound samples
                 with stage("mix"):
-                    m = self.mix(x_s, y_s, x_t, y_t_hat, w_t, generator=g)
+                    mixes = self.mix(x_s, y_s, x_t, y_t_hat, w_t, generator=g, step=t, p_max=p_t)
                 with stage("mix_fwd_bwd"):
-                    loss_mix = weighted_cross_entropy(self.student(m.x_mix), m.y_mix, m.w_mix)
-                    self.manual_backward(loss_mix)
-                logs["train/loss_mix"] = loss_mix.detach()
+                    logs["train/loss_mix"] = self.mixed_loss(mixes if isinstance(mixes, list) else [mixes])
 
-            if self.mask is not None:
+            if self.mask is not None:  # MIC (random blocks) or OMUDA CAM (context-aware blocks)
                 with stage("mask"):
-                    x_masked = self.mask(x_t, generator=g)
+                    x_masked, keep = self.mask(x_t, generator=g, pseudo_label=y_t_hat, confidence=p_t)
                 with stage("mask_fwd_bwd"):
-                    loss_mask = self.mask.weight * weighted_cross_entropy(self.student(x_masked), y_t_hat, w_t)
-                    self.manual_backward(loss_mask)
-                logs["train/loss_mask"] = loss_mask.detach()
+                    logits_m, f_m = self.student(x_masked, return_feat=True)
+                    loss_mask = self.mask.weight * weighted_cross_entropy(logits_m, y_t_hat, w_t)
+                    logs["train/loss_mask"] = loss_mask.detach()
+                    loss = loss_mask
+                    if self.fdm_target:  # OMUDA FDM: masked-image features vs the frozen encoder on clean x_t
+                        loss_fdm = self.fd.target_loss(f_m, x_t, y_t_hat, w_t, keep, generator=g)
+                        logs["train/loss_fdm"] = loss_fdm.detach()
+                        loss = loss + loss_fdm
+                    self.manual_backward(loss)
+                    del logits_m, f_m, loss
+            logs.update(self.strategy_diagnostics())
 
         with stage("optimizer"):
             opt.step()
@@ -175,6 +191,38 @@ class UDAModule(pl.LightningModule):
         logs["train/lr"] = torch.tensor(opt.param_groups[0]["lr"])
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x_s.shape[0])
         self.log("loss", logs["train/loss_src"], prog_bar=True, on_step=True, batch_size=x_s.shape[0])
+
+    def mixed_loss(self, mixes: list) -> torch.Tensor:
+        """Σ_k λ_k CE_w(f(x_mix_k), y_mix_k, w_mix_k); one backward per sample unless QuadMix blends the
+        decoder embeddings of its samples (feature-level mixing), which needs one joint backward."""
+        if not any(getattr(m, "feature_partner", None) is not None for m in mixes):
+            total = torch.zeros((), device=mixes[0].x_mix.device)
+            for m in mixes:
+                loss = m.loss_weight * weighted_cross_entropy(self.student(m.x_mix), m.y_mix, m.w_mix)
+                self.manual_backward(loss)
+                total = total + loss.detach()
+            return total
+        head = self.student.head
+        embs = [head.forward_embedding(self.student.extract_feat(m.x_mix)) for m in mixes]
+        loss = torch.zeros((), device=mixes[0].x_mix.device)
+        for m, e in zip(mixes, embs):
+            p = m.feature_partner
+            if p is not None:
+                e = feature_mix(e, embs[p.index], p.region, p.alpha, mode=p.mode, detach_b=p.detach)
+            loss = loss + m.loss_weight * weighted_cross_entropy(head.classify(e), m.y_mix, m.w_mix)
+        self.manual_backward(loss)
+        return loss.detach()
+
+    def strategy_diagnostics(self) -> dict[str, torch.Tensor]:
+        """What the strategies report about themselves (CAM foreground share, CDM keep rate)."""
+        out = {}
+        masker = getattr(self.mask, "masker", None)
+        if getattr(masker, "last_rho", None) is not None:
+            out["train/cam_fg_cells"] = masker.last_rho.float().mean()
+        keep = getattr(self.pseudo_labeler, "last_keep_rate", None)
+        if keep is not None and torch.isfinite(keep).any():
+            out["train/cdm_keep_rate"] = keep.nanmean()
+        return out
 
     # ------------------------------------------------------------------ evaluation
     def infer(self, model: torch.nn.Module, x: torch.Tensor, out_size) -> torch.Tensor:
@@ -217,6 +265,12 @@ class UDAModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.on_validation_epoch_end()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # QuadMix's one-step memory is per rank: store every rank's, so a multi-GPU resume is exact.
+        if isinstance(self.mix, QuadMix):
+            key = "mix._extra_state"
+            checkpoint["state_dict"][key] = self.mix.gather_extra_state(checkpoint["state_dict"].get(key))
 
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> UDAModule:

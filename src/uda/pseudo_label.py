@@ -61,8 +61,13 @@ class PseudoLabeler:
         self.ignore_bottom = int(ignore_bottom)
 
     @torch.no_grad()
-    def __call__(self, probs: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def __call__(
+        self, probs: Tensor, valid: Tensor | None = None, *, step: int | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """probs (B,C,H,W) -> (ŷ long (B,H,W), w float32 (B,H,W), p_max float32 (B,H,W)).
+
+        ``step`` is accepted and ignored (the pseudo-labeler interface shared with OMUDA's class-decoupled
+        pseudo-labeler, ``src.uda.cdm``, whose warm-up depends on the training step).
 
         ``valid``: optional crop-aware margin mask (B,H,W) or (B,1,H,W) multiplied into the weight.
         """

@@ -205,7 +205,9 @@ def test_generate_writes_folder_layout_and_manifest(tmp_path: Path) -> None:
             assert img.shape == (32, 64, 3) and lbl.shape == (32, 64) and lbl.dtype == np.uint8
             # the files are exactly render_scene(rng(seed, split, index)); val comes from the target domain
             domain = "source" if split == "source" else "target"
-            e_img, e_lbl = render_scene(syn._split_rng(5, split, i), domain=domain, height=32, width=64, gap=0.8)
+            e_img, e_lbl = render_scene(
+                syn._split_rng(5, split, i), domain=domain, height=32, width=64, gap=0.8
+            )
             np.testing.assert_array_equal(img, e_img)
             np.testing.assert_array_equal(lbl, e_lbl)
     # no temporary folder is left next to ROOT
@@ -268,6 +270,16 @@ def test_interrupted_generation_leaves_no_cache(tmp_path: Path, monkeypatch) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]
 
 
+def test_refuses_to_replace_a_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="refusing"):
+        ensure_synthetic_dataset(tmp_path / "mine", **SMALL)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+    (tmp_path / "empty").mkdir()  # an empty folder is fine
+    assert (ensure_synthetic_dataset(tmp_path / "empty", **SMALL) / "manifest.json").is_file()
+
+
 def test_files_do_not_depend_on_num_workers(tmp_path: Path) -> None:
     params = dict(num_source=4, num_target=3, num_val=3, height=24, width=48, seed=1)
     a = generate_synthetic_dataset(tmp_path / "a", **params, num_workers=1)
@@ -284,8 +296,8 @@ def test_cli_generates_then_reuses(tmp_path: Path, capsys) -> None:
     spec = importlib.util.spec_from_file_location("make_synthetic", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    args = [str(tmp_path / "cli"), "--num-source", "2", "--num-target", "1", "--num-val", "1", "--height", "24",
-            "--width", "48", "--seed", "3", "--gap", "0.5"]  # fmt: skip
+    args = [str(tmp_path / "cli"), *"--num-source 2 --num-target 1 --num-val 1".split()]
+    args += "--height 24 --width 48 --seed 3 --gap 0.5".split()
     assert mod.main(args) == 0
     man = json.loads((tmp_path / "cli" / "manifest.json").read_text())
     assert man["params"] == dict(num_source=2, num_target=1, num_val=1, height=24, width=48, seed=3, gap=0.5)

@@ -51,8 +51,8 @@ class FolderDataset:
         img_dir, lab_dir = self.root / "images", self.root / "labels"
         if not img_dir.is_dir():
             raise FileNotFoundError(
-                f"{key}={self.root}: no folder {img_dir}. A folder dataset holds images/ and labels/ with the "
-                f"same file stems; set {key} to such a folder."
+                f"{key}={self.root}: no folder {img_dir}. A folder dataset holds images/ and labels/ "
+                f"with the same file stems; set {key} to such a folder."
             )
         images = {p.stem: p for p in sorted(img_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
         if not images:
@@ -62,7 +62,8 @@ class FolderDataset:
         if labels:
             if not lab_dir.is_dir():
                 raise FileNotFoundError(
-                    f"{key}={self.root}: no folder {lab_dir} (single-channel train-id PNGs with the image stems)"
+                    f"{key}={self.root}: no folder {lab_dir} "
+                    "(single-channel train-id PNGs with the image stems)"
                 )
             lab = {p.stem: p for p in sorted(lab_dir.glob("*.png"))}
             missing = sorted(set(images) - set(lab))

@@ -11,10 +11,15 @@ Two domains share layout rules and label semantics but differ in appearance:
 
 - ``source`` (GTA-like): flat shading, aliased clean edges, one canonical palette per material (a few
   variants for buildings, cars, clothes) with small per-instance jitter, no noise.
-- ``target`` (Cityscapes-like): another palette (overcast sky, olive vegetation, darker asphalt, brick and
-  sandstone facades, muted car paint), per-material noise textures, per-image exposure / white balance, a
-  sun gradient and vignetting, contact shadows, sensor noise, slight blur, a camera pitched so that the
-  horizon sits higher, a lower camera, objects ~25 % larger, and an ego-vehicle hood.
+- ``target`` (Cityscapes-like): another palette (paler hazy sky, olive vegetation, darker asphalt, greyer
+  sidewalks, brick and sandstone facades, muted car paint), per-material noise textures, per-image exposure /
+  white balance, a sun gradient and vignetting, contact shadows, sensor noise, slight blur, a camera pitched
+  so that the horizon sits higher, a lower camera, objects 25 % larger, and an ego-vehicle hood.
+
+Calibration at ``gap=1`` (a 0.5 M-parameter U-Net trained on 400 source images at 64x128 for 15 epochs,
+CPU, our check): mIoU 0.45 on held-out source images but 0.19 on target val (-57 %); trained on the target
+labels instead (oracle) 0.29; a crude DACS-style self-training (EMA teacher, ClassMix, confidence-weighted
+pseudo-labels) from the source-only model reaches about 0.3 on target val, so adaptation closes the gap.
 
 ``gap`` (default 1.0) scales every target-side difference linearly: ``gap=0`` renders the target exactly
 like the source, values above 1 extrapolate. Thing classes follow a long-tailed pixel frequency like

@@ -33,14 +33,28 @@ class BlockMasker:
         shape: torch.Size | tuple[int, ...],
         generator: torch.Generator,
         device: torch.device | str | None = None,
+        *,
+        pseudo_label: Tensor | None = None,
+        confidence: Tensor | None = None,
     ) -> Tensor:
-        """(B,1,H,W) float mask, 1 = kept, 0 = masked, for images of ``shape`` (B,C,H,W)."""
+        """(B,1,H,W) float mask, 1 = kept, 0 = masked, for images of ``shape`` (B,C,H,W).
+
+        ``pseudo_label`` / ``confidence`` are accepted and ignored (the masker interface shared with OMUDA's
+        context-aware masker, ``src.uda.masking.cam``).
+        """
         b, _, h, w = shape
         grid = (b, 1, max(1, round(h / self.block_size)), max(1, round(w / self.block_size)))
         keep = (torch.rand(grid, generator=generator) > self.ratio).float().to(device)
         return F.interpolate(keep, size=(h, w), mode="nearest")
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self,
+        x: Tensor,
+        generator: torch.Generator,
+        *,
+        pseudo_label: Tensor | None = None,
+        confidence: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Returns (masked images x·M, mask M (B,1,H,W))."""
         m = self.mask(x.shape, generator, x.device).to(x.dtype)
         return x * m, m

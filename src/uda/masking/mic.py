@@ -20,9 +20,16 @@ class MaskedImageConsistency:
         self.augment = augment
         self.weight = weight
 
-    def __call__(self, x_t: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    def __call__(
+        self,
+        x_t: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        pseudo_label: torch.Tensor | None = None,
+        confidence: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (masked augmented target images, keep-mask (B,1,H,W), 1 = visible)."""
         x = x_t
         if self.augment is not None:
             x = self.augment(x, self.augment.draw(generator), generator)
-        x_masked, _ = self.masker(x, generator)
-        return x_masked
+        return self.masker(x, generator, pseudo_label=pseudo_label, confidence=confidence)

@@ -16,21 +16,32 @@ Source: DACS / DAFormer ``mmseg/models/utils/dacs_transforms.py`` (``get_class_m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from src.uda.augment import StrongAugment
 
+if TYPE_CHECKING:
+    from src.uda.mixing.quadmix import FeaturePartner
+
 
 @dataclass
 class MixOutput:
-    """Mixed batch: images (B,3,H,W), labels (B,H,W) long, weights (B,H,W) float, masks (B,1,H,W)."""
+    """Mixed batch: images (B,3,H,W), labels (B,H,W) long, weights (B,H,W) float, masks (B,1,H,W).
+
+    ``loss_weight`` multiplies this sample's loss (QuadMix: 0.5 for each of its two samples, udass.md §1.4i);
+    ``feature_partner`` asks for a decoder-embedding blend with another sample of the same call (QuadMix
+    feature mixing, :class:`src.uda.mixing.quadmix.FeaturePartner`); None = plain forward.
+    """
 
     x_mix: Tensor
     y_mix: Tensor
     w_mix: Tensor
     mask: Tensor
+    loss_weight: float = 1.0
+    feature_partner: FeaturePartner | None = None
 
 
 def _squeeze_label(y: Tensor) -> Tensor:
@@ -82,7 +93,11 @@ class ClassMix:
         y_t_hat: Tensor,
         w_t: Tensor,
         generator: torch.Generator,
+        *,
+        step: int | None = None,
+        p_max: Tensor | None = None,
     ) -> MixOutput:
+        """`step` and `p_max` are part of the mixer interface (QuadMix needs them); ClassMix ignores them."""
         y_s = _squeeze_label(y_s)
         y_t_hat = _squeeze_label(y_t_hat)
         m = self.masks(y_s, generator)
