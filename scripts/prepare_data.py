@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.data.classes import CITYSCAPES_CLASSES  # noqa: E402
 from src.data.datasets import cityscapes, gta5, synthia  # noqa: E402
-from src.data.datasets.cityscapes import MANIFEST_FILE, prepare_pair  # noqa: E402
+from src.data.datasets.prepared import MANIFEST_FILE, prepare_pair  # noqa: E402
 from src.data.rare_class_sampling import (  # noqa: E402
     SAMPLES_WITH_CLASS_FILE,
     STATS_FILE,

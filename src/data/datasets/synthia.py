@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from src.data.classes import SYNTHIA_ID_TO_TRAINID, map_to_train_ids
-from src.data.datasets.cityscapes import PreparedDataset
+from src.data.datasets.prepared import FlatPreparedDataset
 
 IMAGE_DIR = "RGB"
 RAW_LABEL_DIR = "GT/LABELS"
@@ -54,7 +54,7 @@ def to_train_ids(raw: np.ndarray) -> np.ndarray:
     return map_to_train_ids(ids, SYNTHIA_ID_TO_TRAINID)
 
 
-class SynthiaDataset(PreparedDataset):
+class SynthiaDataset(FlatPreparedDataset):
     """SYNTHIA-RAND-CITYSCAPES frames with prepared train-id labels (every frame, no split; DAFormer
     ``mmseg/datasets/synthia.py``). ``require_stats`` (default True) checks ``ROOT/sample_class_stats.json``.
     """
@@ -63,33 +63,11 @@ class SynthiaDataset(PreparedDataset):
     title = "SYNTHIA"
     layout = "RGB/NNNNNNN.png, GT/LABELS/NNNNNNN.png"
 
-    def __init__(self, root: str | Path, *, labels: bool = True, require_stats: bool = True) -> None:
-        super().__init__(root, labels=labels, require_stats=require_stats and labels)
-
-    def _find_images(self) -> dict[str, Path]:
-        d = self.root / IMAGE_DIR
-        if not d.is_dir():
-            raise self._missing_dir(d, "the RGB frames of the release")
-        return {p.stem: p for p in sorted(d.glob("*.png"))}
-
-    def _find_labels(self) -> dict[str, Path]:
-        d = self.root / LABEL_DIR
-        return {p.stem: p for p in d.glob("*.png")} if d.is_dir() else {}
-
-    def _expected_label(self, name: str, image: Path) -> Path:
-        return self.root / LABEL_DIR / f"{name}.png"
-
-    def _label_hint(self) -> str:
-        return f"train-id label in {self.root / LABEL_DIR}"
+    image_dir = IMAGE_DIR
+    raw_label_dir = RAW_LABEL_DIR
+    label_dir = LABEL_DIR
 
 
 def synthia_jobs(root: str | Path) -> tuple[list[tuple[str, str, str | None, str]], list[str]]:
     """Preparation jobs (name, image, raw label or None, output), and raw labels without an image."""
-    root = Path(root)
-    images = {p.stem: p for p in sorted((root / IMAGE_DIR).glob("*.png"))}
-    raws = {p.stem: p for p in sorted((root / RAW_LABEL_DIR).glob("*.png"))}
-    jobs = [
-        (n, str(p), str(raws[n]) if n in raws else None, str(root / LABEL_DIR / f"{n}.png"))
-        for n, p in images.items()
-    ]
-    return jobs, [str(raws[n]) for n in sorted(set(raws) - set(images))]
+    return SynthiaDataset.jobs(root)
