@@ -39,7 +39,22 @@ format: install ## ruff format + autofix
 synthetic: install ## generate the synthetic two-domain dataset under DATA_ROOT (default ./data)
 	$(BIN)/python -c "import src.utils.config; from src.data.prepare import prepare_synthetic; from src.utils.config import PROJECT_ROOT; import os; prepare_synthetic(os.environ.get('DATA_ROOT', str(PROJECT_ROOT / 'data')) + '/synthetic', num_source=400, num_target=400, num_val=100, height=128, width=256, seed=0)"
 
+eval: install ## evaluate a checkpoint: make eval ARGS="ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
+	$(BIN)/python -m src.eval $(ARGS)
+
+predict: install ## segment images / a video: make predict ARGS="ckpt_path=... input=DIR_OR_VIDEO output=DIR"
+	$(BIN)/python -m src.predict $(ARGS)
+
+notebooks: install ## run every notebook top to bottom (ARGS="--save DIR" keeps the executed copies)
+	$(BIN)/python scripts/notebooks.py run $(ARGS)
+
+notebooks-strip: install ## remove the outputs of the notebooks before committing them
+	$(BIN)/python scripts/notebooks.py strip
+
+wandb-sync: install ## upload the offline W&B runs under logs/ (needs `wandb login`)
+	find logs -type d -name 'offline-run-*' -print0 | xargs -0 -r $(BIN)/wandb sync
+
 clean: ## remove logs and generated outputs (keeps .venv and data)
 	rm -rf logs outputs .pytest_cache
 
-.PHONY: help install train test test-slow lint format synthetic clean
+.PHONY: help install train test test-slow lint format synthetic eval predict notebooks notebooks-strip wandb-sync clean

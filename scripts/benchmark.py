@@ -10,6 +10,14 @@ teacher forward, pseudo-labels, mixing, masking, each student forward/backward, 
 second, the share of strategy work that is not a network pass, data-loader samples per second per
 worker, and the peak memory (CUDA: max allocated; CPU: peak resident set size of the process).
 `--json FILE` writes the same numbers for the README's performance table.
+
+Also measured (skip with `--no-data` / `--no-slide`):
+- the data pipeline's rate (files -> crops, augmentation, rare-class sampling, collation) against plain
+  decoding of the same files (source image + label + target image per sample, cv2, one process): the
+  issue's goal is >= 80 %;
+- sliding-window inference, all windows of an image in one forward (`batched=True`, HRDA/MIC) against a
+  loop over windows (`batched=False`), on full validation-size images.
+Any `train.*` switch is an override: `--override train.backward=sum train.channels_last=true`.
 """
 
 from __future__ import annotations
@@ -133,7 +141,7 @@ def bench_data(cfg, args) -> dict:
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
-    out = {}
+    out = {"plain_decode": bench_decode(cfg, args, dm)}
     for workers in args.workers:
         loader = DataLoader(dm.train_dataset(), batch_size=dm.batch_size, num_workers=workers,
                             sampler=range(10**9), drop_last=True)  # fmt: skip
@@ -146,6 +154,62 @@ def bench_data(cfg, args) -> dict:
         per_worker = n / dt / max(workers, 1)
         out[f"workers={workers}"] = {"samples_per_s": n / dt, "samples_per_s_per_worker": per_worker}
         del it
+    # per process: workers=0 decodes in the main process, so its rate is per core, as plain decoding's
+    key = "workers=0" if 0 in args.workers else f"workers={args.workers[0]}"
+    out["pipeline_vs_decode"] = out[key]["samples_per_s_per_worker"] / out["plain_decode"]["samples_per_s"]
+    return out
+
+
+def bench_decode(cfg, args, dm) -> dict:
+    """Plain decoding of the files the pipeline reads: per sample, source image + label and target image."""
+    import cv2
+    import numpy as np
+
+    src, tgt = dm.source, dm.target
+    rng = np.random.default_rng(0)
+    n = args.data_batches * dm.batch_size
+    t0 = time.perf_counter()
+    for _ in range(n):
+        img, lab = src.items[int(rng.integers(len(src)))]
+        cv2.imread(str(img), cv2.IMREAD_COLOR)
+        cv2.imread(str(lab), cv2.IMREAD_UNCHANGED)
+        if tgt is not None:
+            cv2.imread(str(tgt.items[int(rng.integers(len(tgt)))][0]), cv2.IMREAD_COLOR)
+    return {"samples_per_s": n / (time.perf_counter() - t0)}
+
+
+def bench_slide(cfg, args) -> dict:
+    """Sliding-window inference of the student on validation-size images: batched vs per-window loop."""
+    from src.models.inference import slide_inference, slide_windows
+
+    module = UDAModule(OmegaConf.to_container(cfg, resolve=True)).to(args.device).eval()
+    h, w = args.slide_image
+    crop, stride = (args.slide_crop, args.slide_crop), (args.slide_stride, args.slide_stride)
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(args.device)
+    out = {"image": [h, w], "crop": list(crop), "stride": list(stride),
+           "windows": len(slide_windows(h, w, crop_size=crop, stride=stride))}  # fmt: skip
+    dtype = torch.bfloat16 if args.precision.startswith("bf16") else torch.float16
+    amp = torch.autocast(args.device, dtype=dtype, enabled=args.precision.endswith("mixed"))
+    for batched in (True, False):
+        times = []
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        with torch.no_grad(), amp:
+            for i in range(args.slide_reps + 1):
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                slide_inference(module.student, x, num_classes=module.num_classes, crop_size=crop,
+                                stride=stride, batched=batched)  # fmt: skip
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                if i:  # the first call warms up
+                    times.append(time.perf_counter() - t0)
+        key = "batched" if batched else "per_window"
+        out[key] = {"ms_per_image": 1e3 * sum(times) / len(times)}
+        if args.device == "cuda":
+            out[key]["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    out["speedup_batched"] = out["per_window"]["ms_per_image"] / out["batched"]["ms_per_image"]
     return out
 
 
@@ -162,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, nargs="*", default=[0, 1], help="data-loader worker counts to time")
     p.add_argument("--data-batches", type=int, default=20)
     p.add_argument("--no-data", action="store_true", help="skip the data-loading measurement")
+    p.add_argument("--no-slide", action="store_true", help="skip the sliding-window measurement")
+    p.add_argument("--slide-image", type=int, nargs=2, default=[128, 256], help="image (h, w)")
+    p.add_argument("--slide-crop", type=int, default=64, help="window size")
+    p.add_argument("--slide-stride", type=int, default=32, help="window stride")
+    p.add_argument("--slide-reps", type=int, default=5)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
@@ -180,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_data:
         res["data"] = bench_data(cfg, args)
+    if not args.no_slide:
+        res["slide"] = bench_slide(cfg, args)
 
     s = res["step"]
     print(f"\n{args.experiment} | {cfg.model.name} | crop {args.crop} | batch {args.batch}+{args.batch} | "
@@ -191,9 +262,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"strategy work other than network passes: {100 * s['strategy_share']:.2f} % of the step")
     mem = s.get("peak_memory_gb", s.get("peak_rss_gb"))
     print(f"peak memory: {mem:.2f} GB ({'CUDA max allocated' if 'peak_memory_gb' in s else 'process RSS'})")
-    for k, v in res.get("data", {}).items():
-        per_worker = v["samples_per_s_per_worker"]
-        print(f"data loading {k}: {v['samples_per_s']:.1f} samples/s ({per_worker:.1f} per worker)")
+    data = res.get("data", {})
+    for k, v in data.items():
+        if k.startswith("workers="):
+            per_worker = v["samples_per_s_per_worker"]
+            print(f"data loading {k}: {v['samples_per_s']:.1f} samples/s ({per_worker:.1f} per worker)")
+    if data:
+        print(f"plain decoding of the same files: {data['plain_decode']['samples_per_s']:.1f} samples/s; "
+              f"pipeline per core = {100 * data['pipeline_vs_decode']:.0f} % of it")  # fmt: skip
+    if "slide" in res:
+        sl = res["slide"]
+        print(f"sliding window {sl['image'][0]}x{sl['image'][1]}, crop {sl['crop'][0]}, stride "
+              f"{sl['stride'][0]} ({sl['windows']} windows): batched {sl['batched']['ms_per_image']:.1f} ms, "
+              f"per-window {sl['per_window']['ms_per_image']:.1f} ms per image "
+              f"(batched {sl['speedup_batched']:.2f}x)")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2) + "\n")

@@ -18,6 +18,7 @@ import src.utils.config  # noqa: F401
 from src.metrics.miou import format_table, resolve_subsets
 from src.train import write_results
 from src.uda.module import load_module
+from src.utils.cli import readable_errors
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ def evaluate(cfg: DictConfig) -> dict:
                 f"data.num_classes={cfg.data.num_classes} but the checkpoint predicts "
                 f"{module.num_classes} classes"
             )
-    if cfg.get("eval"):
-        module.eval_cfg.update(OmegaConf.to_container(cfg.eval, resolve=True))
+    if cfg.get("eval"):  # only the keys given (null = keep the checkpoint's setting)
+        given = OmegaConf.to_container(cfg.eval, resolve=True)
+        module.eval_cfg.update({k: v for k, v in given.items() if v is not None})
     datamodule = instantiate(ckpt_cfg.data, rcs=None, seed=0)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer), logger=False, enable_model_summary=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -49,6 +51,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@readable_errors  # missing / foreign checkpoint -> one line on stderr (src/utils/cli.py)
 def main(cfg: DictConfig) -> float | None:
     return evaluate(cfg).get("mIoU")
 

@@ -3,23 +3,39 @@
 Seeds everything, builds the data module and the UDA module from the composed config, trains,
 evaluates the student, prints the per-class table and writes `results.json` into the run directory.
 Returns the target mIoU (the value Hydra sweepers optimise).
+
+Resuming: `ckpt_path=<file>`, or `ckpt_path=last` for the newest checkpoint of the run directory
+(`checkpoints/*.ckpt`, and Lightning's SLURM `hpc_ckpt_*.ckpt`), with `hydra.run.dir=<that run's
+directory>`; `ckpt_path=auto` does the same but starts afresh when there is none (a requeued job).
+A SIGTERM (pre-emption) writes `checkpoints/last.ckpt` first (src/callbacks/preemption.py).
+
+DDP (`trainer=ddp`): Lightning starts ranks 1.. by re-running the command line with the run directory
+pinned. In a multirun that command line is the whole sweep, so for the duration of `fit` the command
+line is replaced by this job's own overrides (single-run mode) and the run directory by the job's:
+every rank of a job shares the job's directory, one directory per job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import src.utils.config  # noqa: F401  (registers the udass.* resolvers)
 from src.metrics.miou import format_table
 from src.uda.module import UDAModule
+from src.utils.cli import check_resume_checkpoint, readable_errors
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +49,107 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and c.get("_target_")]
 
 
+def _hydra_config():
+    """The running Hydra job's `hydra` node, or None outside a Hydra run (tests, scripts)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def _is_multirun(hc) -> bool:
+    from hydra.types import RunMode
+
+    return hc is not None and hc.mode == RunMode.MULTIRUN
+
+
+def wandb_group(cfg: DictConfig) -> str | None:
+    """`logger.wandb.group: auto`: in a multirun the sweep directory's name (`<task>/<sweep dir name>`), so
+    the jobs of one sweep (seeds, ablations; one W&B run each) form one W&B group; none in a single run."""
+    hc = _hydra_config()
+    if _is_multirun(hc):
+        return f"{cfg.get('task_name', 'train')}/{Path(hc.sweep.dir).name}"
+    return None
+
+
 def build_loggers(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and c.get("_target_")]
+    loggers = []
+    for c in (cfg.get("logger") or {}).values():
+        if not c or not c.get("_target_"):
+            continue
+        if c.get("group") == "auto":
+            c = OmegaConf.merge(c, {"group": wandb_group(cfg)})
+        loggers.append(instantiate(c))
+    return loggers
+
+
+def resolve_ckpt_path(ckpt_path: str | None, out_dir: Path) -> str | None:
+    """`last` -> the newest checkpoint of the run directory (clear error if none); `auto` -> the same or
+    None (fresh start); anything else is returned as given."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if str(ckpt_path) not in ("last", "auto"):
+        return str(ckpt_path)
+    found = [*Path(out_dir, "checkpoints").glob("*.ckpt"), *Path(out_dir).glob("hpc_ckpt_*.ckpt")]
+    if found:  # newest write wins; on a tie prefer last.ckpt (written at the end or on SIGTERM)
+        return str(max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt")))
+    if ckpt_path == "auto":
+        log.info("ckpt_path=auto: no checkpoint in %s, starting a fresh run", out_dir)
+        return None
+    raise FileNotFoundError(
+        f"ckpt_path=last: no checkpoint in {Path(out_dir, 'checkpoints')} (nor an hpc_ckpt_*.ckpt in "
+        f"{out_dir}). To resume a run, point at its directory: ckpt_path=last hydra.run.dir=<run dir>; "
+        f"ckpt_path=auto starts afresh when there is nothing to resume"
+    )
+
+
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+class MultirunDDPJob:
+    """Multirun + DDP started by Lightning (not SLURM / torchrun): one job's ranks, not the sweep's.
+
+    `launching()` (around `fit`, where Lightning starts ranks 1..) swaps the command line for this job's
+    overrides in single-run mode and the run directory for the job's; `close()` (end of the job) tears the
+    job's process group down and restores the launcher's environment variables, so that the next job of
+    the sweep starts its own ranks again (Lightning would otherwise take the leftover LOCAL_RANK for an
+    external launcher and reuse the dead group).
+    """
+
+    def __init__(self) -> None:
+        self.hc = _hydra_config()
+        self.active = _is_multirun(self.hc) and "LOCAL_RANK" not in os.environ
+        self.env = {k: os.environ.get(k) for k in _LAUNCHER_ENV}
+
+    @contextlib.contextmanager
+    def launching(self) -> Iterator[None]:
+        if not self.active:
+            yield
+            return
+        hc, argv = self.hc, list(sys.argv)
+        options = [a for a in argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
+        sys.argv = [argv[0], *options, *hc.overrides.task]
+        with read_write(hc), open_dict(hc):
+            run_dir = hc.run.dir
+            hc.run.dir = hc.runtime.output_dir
+        try:
+            yield
+        finally:
+            sys.argv = argv
+            with read_write(hc), open_dict(hc):
+                hc.run.dir = run_dir
+
+    def close(self) -> None:
+        if not self.active:
+            return
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for k, v in self.env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def write_results(path: Path, summary: dict, cfg: DictConfig, steps: int, extra: dict | None = None) -> dict:
@@ -60,14 +175,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     datamodule = build_datamodule(cfg)
     module = UDAModule(OmegaConf.to_container(cfg, resolve=True))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)  # `last` / `auto` -> a file (or None)
+    if ckpt_path:  # one readable message for a missing / foreign checkpoint (issue 9)
+        check_resume_checkpoint(ckpt_path, module)
     loggers = build_loggers(cfg)
+    job = MultirunDDPJob()
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False,
                                       default_root_dir=str(out_dir))  # fmt: skip
     try:
         if loggers:
             for lg in loggers:
                 lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        try:
+            with job.launching():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException:
+            log.warning("stopped by SIGTERM at step %d; resume with ckpt_path=last hydra.run.dir=%s",
+                        trainer.global_step, out_dir)  # fmt: skip
+            raise
         trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt")
         # Final evaluation of the student (skipped when the last step was just evaluated).
         if module.last_summary is None or trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
@@ -85,6 +210,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("results written to %s", out_dir / "results.json")
         return results
     finally:
+        job.close()
         for lg in loggers:
             if hasattr(lg, "experiment") and type(lg).__name__ == "WandbLogger":
                 import wandb
@@ -93,6 +219,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@readable_errors  # user errors -> one line on stderr (src/utils/cli.py)
 def main(cfg: DictConfig) -> float | None:
     results = train(cfg)
     return results.get("mIoU")

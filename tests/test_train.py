@@ -26,8 +26,16 @@ RESULT_KEYS = {"mIoU", "per_class", "subsets", "method", "data", "model", "seed"
         ("dacs_synthetic", {"train/loss_src", "train/loss_mix", "train/pseudo_weight"}),
         ("daformer_synthetic", {"train/loss_src", "train/loss_fd", "train/loss_mix"}),
         ("mic_synthetic", {"train/loss_src", "train/loss_fd", "train/loss_mix", "train/loss_mask"}),
-        ("omuda_synthetic", {"train/loss_fd", "train/loss_mask", "train/loss_fdm", "train/cam_fg_cells",
-                             "train/cdm_keep_rate"}),  # fmt: skip
+        (
+            "omuda_synthetic",
+            {
+                "train/loss_fd",
+                "train/loss_mask",
+                "train/loss_fdm",
+                "train/cam_fg_cells",
+                "train/cdm_keep_rate",
+            },
+        ),  # fmt: skip
         ("udass_synthetic", {"train/loss_mix", "train/loss_mask"}),
         ("omuda_udass_synthetic", {"train/loss_mix", "train/loss_fdm", "train/cdm_keep_rate"}),
     ],

@@ -10,6 +10,10 @@ its own numpy generator drives the choice of files, crops and flips. The sampler
 indices from `global_step * batch_size` on, so a resumed run reads exactly the data the uninterrupted
 run would have read, whatever the number of workers. (The reference shuffles the |S|x|T| pair list
 instead; drawing pairs independently is the same distribution without the giant index.)
+
+Under DDP each rank reads its own stream (rank in the seed); validation is split across ranks by
+`ShardSampler` (rank r evaluates images r, r + W, ...: every image exactly once, no padding, so the
+confusion matrix summed over ranks counts no image twice).
 """
 
 from __future__ import annotations
@@ -123,6 +127,25 @@ class StreamSampler(Sampler[int]):
         return self.length
 
 
+class ShardSampler(Sampler[int]):
+    """Indices rank, rank + world_size, ... < length: disjoint shards covering every index once.
+
+    Unlike torch's DistributedSampler it never pads a shard with repeated indices, which would count the
+    repeated validation images twice in the confusion matrix; shards differ in length by at most one.
+    """
+
+    def __init__(self, length: int, *, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.length, self.rank, self.world_size = length, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
 class UDADataModule(pl.LightningDataModule):
     """Pairs a labelled source, an unlabelled target and a labelled validation set.
 
@@ -144,6 +167,7 @@ class UDADataModule(pl.LightningDataModule):
         batch_size: int = 2,
         val_batch_size: int = 1,
         num_workers: int = 2,
+        persistent_workers: bool = False,
         source_scale: tuple[int, int] | None = None,
         target_scale: tuple[int, int] | None = None,
         val_scale: tuple[int, int] | None = None,
@@ -162,6 +186,9 @@ class UDADataModule(pl.LightningDataModule):
         crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         self.crop_size = crop
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
+        # Keep the validation workers alive between evaluations (they are restarted at every validation
+        # otherwise); the training loader is one long epoch either way.
+        self.persistent_workers = bool(persistent_workers) and num_workers > 0
         self.source_transform = TrainTransform(
             crop_size=crop, scale=_opt_tuple(source_scale), cat_max_ratio=cat_max_ratio
         )
@@ -229,12 +256,17 @@ class UDADataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         if self.val is None:
             self.setup("validate")
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if world > len(self.val):  # a rank without a single image would stall the others' collectives
+            raise ValueError(f"{len(self.val)} validation images cannot be split across {world} ranks")
         return DataLoader(
             EvalDataset(self.val, self.val_transform),
             batch_size=self.val_batch_size,
-            shuffle=False,
+            sampler=ShardSampler(len(self.val), rank=rank, world_size=world),
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers,
         )
 
     def test_dataloader(self) -> DataLoader:

@@ -347,7 +347,7 @@ def test_configs_compose_and_build() -> None:
     assert cfg.uda.name == "udass" and cfg.uda.mask is not None and cfg.uda.fd is not None
     uda = OmegaConf.to_container(cfg.uda, resolve=True)
     qm = instantiate(OmegaConf.create(uda["mix"]))  # the paster reads its index lazily: no data needed here
-    assert isinstance(qm, QuadMix) and qm.quadmix_start == 500 and qm.sample_weight == 0.5
+    assert isinstance(qm, QuadMix) and qm.quadmix_start == 250 and qm.sample_weight == 0.5
     assert qm.classmix.class_choice == "batch" and qm.classmix.augment is qm.augment
     assert str(qm.rare_paster.root) == "/nonexistent/synthetic/source" and qm.rare_paster.min_pixels == 10
     host = compose_cfg(["experiment=dacs_synthetic", "uda/mix=quadmix"])
