@@ -61,14 +61,12 @@ class UDATrainDataset(Dataset):
         seed: int = 0,
         rank: int = 0,
         target_pseudo_margins: tuple[int, int, int, int] | None = None,
-        target_labels: bool = False,
     ) -> None:
         self.source, self.target = source, target
         self.source_transform, self.target_transform = source_transform, target_transform
         self.rcs = rcs
         self.seed, self.rank = seed, rank
         self.target_pseudo_margins = target_pseudo_margins
-        self.target_labels = target_labels
 
     def __len__(self) -> int:  # the stream is unbounded; the sampler decides how much is read
         return 2**62
@@ -91,11 +89,11 @@ class UDATrainDataset(Dataset):
         }
         if self.target is not None:
             ti = int(rng.integers(len(self.target)))
-            image, label = self.target.load(ti)
+            image, _ = self.target.load(ti)  # target labels are never trained on
             valid = None
             if self.target_pseudo_margins is not None:
                 valid = pseudo_margin_mask(image.shape[0], image.shape[1], tuple(self.target_pseudo_margins))
-            t = self.target_transform(image, label if self.target_labels else None, rng, valid=valid)
+            t = self.target_transform(image, None, rng, valid=valid)
             item["target"] = t
         return item
 
@@ -202,7 +200,6 @@ class UDADataModule(pl.LightningDataModule):
         self.rcs_cfg = dict(rcs or {})
         self.seed = seed
         self.source = self.target = self.val = None
-        self.target_labels = False
 
     def prepare_data(self) -> None:
         if self._prepare is not None:
@@ -233,7 +230,6 @@ class UDADataModule(pl.LightningDataModule):
             seed=self.seed,
             rank=rank,
             target_pseudo_margins=self.target_pseudo_margins,
-            target_labels=self.target_labels,
         )
 
     def train_dataloader(self) -> DataLoader:

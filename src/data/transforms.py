@@ -34,12 +34,14 @@ def rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, 
     return int(width * factor + 0.5), int(height * factor + 0.5)
 
 
+_MEAN_T = torch.tensor(MEAN).view(3, 1, 1)
+_STD_T = torch.tensor(STD).view(3, 1, 1)
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 RGB -> 3xHxW float32, normalised with the ImageNet mean/std."""
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-    mean = torch.tensor(MEAN).view(3, 1, 1)
-    std = torch.tensor(STD).view(3, 1, 1)
-    return (x - mean) / std
+    return (x - _MEAN_T) / _STD_T
 
 
 def _resize(image: np.ndarray, masks: list[np.ndarray], size_wh: tuple[int, int]):

@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# ImageNet normalisation (RGB, 0..255 scale), daformer_mic.md §5.
-MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
-STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
+# ImageNet normalisation (RGB, 0..255 scale), daformer_mic.md §5: one definition, the data pipeline's.
+from src.data.transforms import MEAN, STD
 
 
 def _stats(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
