@@ -43,6 +43,20 @@ def read_label(path: str | Path) -> np.ndarray:
     return lab.astype(np.uint8)
 
 
+def load_pair(img_path: Path, lab_path: Path | None, *, fix: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image and (optional) label of one sample; a size mismatch names both files and `fix`."""
+    image = read_image(img_path)
+    if lab_path is None:
+        return image, None
+    label = read_label(lab_path)
+    if label.shape != image.shape[:2]:
+        raise ValueError(
+            f"label {lab_path} is {label.shape[1]}x{label.shape[0]} but image {img_path} is "
+            f"{image.shape[1]}x{image.shape[0]}; {fix}"
+        )
+    return image, label
+
+
 class FolderDataset:
     """Image/label pairs under `<root>/images` and `<root>/labels`, matched by file stem."""
 
@@ -106,14 +120,4 @@ class FolderDataset:
         return self.items[i][0].stem
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        img_path, lab_path = self.items[i]
-        image = read_image(img_path)
-        if lab_path is None:
-            return image, None
-        label = read_label(lab_path)
-        if label.shape != image.shape[:2]:
-            raise ValueError(
-                f"label {lab_path} is {label.shape[1]}x{label.shape[0]} but image {img_path} is "
-                f"{image.shape[1]}x{image.shape[0]}; resize the label (nearest) to the image size"
-            )
-        return image, label
+        return load_pair(*self.items[i], fix="resize the label (nearest) to the image size")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from src.data.datasets.folder import read_image, read_label
+from src.data.datasets.folder import load_pair
 from src.data.rare_class_sampling import STATS_FILE
 
 log = logging.getLogger(__name__)
@@ -159,17 +159,7 @@ class PreparedDataset:
             ) from None
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        img_path, lab_path = self.items[i]
-        image = read_image(img_path)
-        if lab_path is None:
-            return image, None
-        label = read_label(lab_path)
-        if label.shape != image.shape[:2]:
-            raise ValueError(
-                f"label {lab_path} is {label.shape[1]}x{label.shape[0]} but image {img_path} is "
-                f"{image.shape[1]}x{image.shape[0]}; run `{self.command}` again (it resizes such labels)"
-            )
-        return image, label
+        return load_pair(*self.items[i], fix=f"run `{self.command}` again (it resizes such labels)")
 
 
 def prepare_pair(
