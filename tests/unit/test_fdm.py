@@ -164,3 +164,17 @@ def test_mgd_variant_value_shapes_and_generator_gradient() -> None:
 def test_invalid_mode() -> None:
     with pytest.raises(ValueError):
         FeatureDistillationMasking(encoder=FixedEncoder(torch.zeros(1, 2, 2, 3)), mode="l1")
+
+
+def test_target_min_ratio_admits_mixed_cells_on_the_target_only() -> None:
+    """Cell (0,1) is car in 11 of 16 px: below DAFormer's 0.75, above a lowered target_min_ratio of 0.5."""
+    y = _label()
+    default = FeatureDistillationMasking(encoder=FixedEncoder(torch.zeros(1, 2, 2, 3)))
+    lowered = FeatureDistillationMasking(encoder=FixedEncoder(torch.zeros(1, 2, 2, 3)), target_min_ratio=0.5)
+    thing_default, _ = default.target_cells(y, None, None, (2, 3))
+    thing_lowered, _ = lowered.target_cells(y, None, None, (2, 3))
+    assert not thing_default[:, 0, 1].any() and thing_lowered[:, 0, 1].all()
+    assert (thing_lowered & ~thing_default).sum() == 2  # only that cell, in both images
+    assert lowered.min_ratio == 0.75  # the source term keeps DAFormer's rule
+    with pytest.raises(ValueError, match="target_min_ratio"):
+        FeatureDistillationMasking(encoder=FixedEncoder(torch.zeros(1, 2, 2, 3)), target_min_ratio=0.0)
