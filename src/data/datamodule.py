@@ -14,6 +14,10 @@ instead; drawing pairs independently is the same distribution without the giant 
 Under DDP each rank reads its own stream (rank in the seed); validation is split across ranks by
 `ShardSampler` (rank r evaluates images r, r + W, ...: every image exactly once, no padding, so the
 confusion matrix summed over ranks counts no image twice).
+
+`streaming=True` reads the three splits from LitData chunks written by scripts/pack_dataset.py under
+`streaming_dir` (a local folder or an object-store URL) instead of the files (src/data/streaming.py):
+same items, same indices, same sampling, so the same training stream.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from src.data.rare_class_sampling import RareClassSampler
-from src.data.transforms import EvalTransform, TrainTransform
+from src.data.transforms import EvalTransform, TrainTransform, collate, normalize_batch
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +179,12 @@ class UDADataModule(pl.LightningDataModule):
         prepare: Callable[[], Any] | None = None,
         rcs: dict | None = None,
         seed: int = 0,
+        streaming: bool = False,
+        streaming_dir: str | None = None,
+        streaming_cache_dir: str | None = None,
+        streaming_cache_chunks: bool = True,
+        streaming_max_cache_size: str | int | None = None,
+        streaming_storage_options: dict | None = None,
         **_: Any,
     ) -> None:
         super().__init__()
@@ -187,30 +197,58 @@ class UDADataModule(pl.LightningDataModule):
         # Keep the validation workers alive between evaluations (they are restarted at every validation
         # otherwise); the training loader is one long epoch either way.
         self.persistent_workers = bool(persistent_workers) and num_workers > 0
+        # uint8 batches: images and labels stay uint8 up to the device, where `on_after_batch_transfer`
+        # normalises them (src/data/transforms.py "uint8 batches").
         self.source_transform = TrainTransform(
-            crop_size=crop, scale=_opt_tuple(source_scale), cat_max_ratio=cat_max_ratio
+            crop_size=crop, scale=_opt_tuple(source_scale), cat_max_ratio=cat_max_ratio, uint8=True
         )
         self.target_transform = TrainTransform(
-            crop_size=crop, scale=_opt_tuple(target_scale), cat_max_ratio=1.0
+            crop_size=crop, scale=_opt_tuple(target_scale), cat_max_ratio=1.0, uint8=True
         )
-        self.val_transform = EvalTransform(scale=_opt_tuple(val_scale))
+        self.val_transform = EvalTransform(scale=_opt_tuple(val_scale), uint8=True)
         self.target_pseudo_margins = _opt_tuple(target_pseudo_margins)
         self.eval_subsets = list(eval_subsets or ["all"])
         self._prepare = prepare
         self.rcs_cfg = dict(rcs or {})
         self.seed = seed
+        self.streaming = bool(streaming)
+        self.streaming_dir = None if streaming_dir is None else str(streaming_dir)
+        self.streaming_options = {
+            "cache_dir": None if streaming_cache_dir is None else str(streaming_cache_dir),
+            "cache_chunks": bool(streaming_cache_chunks),
+            "max_cache_size": streaming_max_cache_size,
+            "storage_options": _plain(streaming_storage_options) or None,
+        }
         self.source = self.target = self.val = None
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 batches (src/data/transforms.py): on the device, images become the ImageNet-normalised
+        input in the module's float dtype (float32 unless a `*-true` precision converted the module) and
+        labels int64. Lightning calls this hook of the data module after each host-to-device copy."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        dtype = getattr(module, "dtype", torch.float32)
+        return normalize_batch(batch, dtype if dtype.is_floating_point else torch.float32)
+
     def prepare_data(self) -> None:
-        if self._prepare is not None:
+        if self._prepare is not None and not self.streaming:  # streaming reads packed chunks, not the files
             self._prepare()
+
+    def _open(self, split: str, factory: Callable[[], Any] | None) -> Any:
+        """The dataset of a split: the configured one, or its packed chunks when streaming."""
+        if factory is None:
+            return None
+        if not self.streaming:
+            return factory()
+        from src.data.streaming import open_split
+
+        return open_split(self.streaming_dir, split, **self.streaming_options)
 
     def setup(self, stage: str | None = None) -> None:
         if self.val is None:
-            self.val = self._val_fn()
+            self.val = self._open("val", self._val_fn)
         if stage in (None, "fit") and self.source is None:
-            self.source = self._source_fn()
-            self.target = self._target_fn() if self._target_fn is not None else None
+            self.source = self._open("source", self._source_fn)
+            self.target = self._open("target", self._target_fn)
 
     def rare_class_sampler(self) -> RareClassSampler | None:
         if not self.rcs_cfg.get("enabled", False):
@@ -244,6 +282,7 @@ class UDADataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
+            collate_fn=collate,
             drop_last=True,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,
@@ -261,6 +300,7 @@ class UDADataModule(pl.LightningDataModule):
             batch_size=self.val_batch_size,
             sampler=ShardSampler(len(self.val), rank=rank, world_size=world),
             num_workers=self.num_workers,
+            collate_fn=collate,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.persistent_workers,
         )
@@ -271,3 +311,14 @@ class UDADataModule(pl.LightningDataModule):
 
 def _opt_tuple(v):
     return None if v is None else tuple(v)
+
+
+def _plain(v: Any) -> Any:
+    """A config node (OmegaConf DictConfig / ListConfig) as plain dicts and lists."""
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(v, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(v, resolve=True)
+    return dict(v) if isinstance(v, dict) else v
