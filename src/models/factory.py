@@ -2,7 +2,12 @@
 
 Segmentor names: ``daformer_mitb0`` ... ``daformer_mitb5`` (MiT encoder + DAFormer head, §4.1-§4.2; B5 is the
 paper model) and ``deeplabv2_r101`` / ``deeplabv2_r50`` (ResNet-V1c output stride 8 + "dlv2red" head with
-dilations (6, 12), §4.3).
+dilations (6, 12), §4.3). ``hrda_<name>`` wraps any of them in the HRDA multi-resolution host
+(``src.models.hrda``, daformer_mic.md §3), e.g. ``hrda_daformer_mitb5`` (HRDA / MIC(HRDA) / UDASS ViT) and
+``hrda_deeplabv2_r101`` (HRDA with the DeepLabV2 head, UDASS CNN); its settings come in ``hrda``.
+
+``checkpoint_encoder=True`` turns on activation checkpointing per MiT block / ResNet stage in training
+(``src.models.checkpointing``): less memory for about one extra encoder forward, the same gradients.
 
 ``pretrained``:
   * ``None``: random initialisation;
@@ -13,6 +18,7 @@ dilations (6, 12), §4.3).
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 from torch import nn
@@ -21,10 +27,11 @@ from src.models.backbones import mix_transformer
 from src.models.backbones.resnet import ResNetBackbone
 from src.models.heads.daformer import DAFormerHead
 from src.models.heads.deeplabv2 import DeepLabV2Head
+from src.models.hrda import HRDASegmentor
 from src.models.pretrained import WEIGHTS_HELP, load_backbone_weights
 from src.models.segmentor import Segmentor
 
-__all__ = ["create_segmentor", "create_backbone", "SEGMENTOR_NAMES", "BACKBONE_NAMES"]
+__all__ = ["create_segmentor", "create_backbone", "SEGMENTOR_NAMES", "HRDA_SEGMENTOR_NAMES", "BACKBONE_NAMES"]
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +44,15 @@ _SEGMENTORS: dict[str, tuple[str, str]] = {
     "deeplabv2_r101": ("resnet101", "deeplabv2"),
     "deeplabv2_r50": ("resnet50", "deeplabv2"),
 }
+HRDA_PREFIX = "hrda_"
 SEGMENTOR_NAMES: list[str] = list(_SEGMENTORS)
+#: every plain segmentor wrapped in the HRDA host (src/models/hrda.py)
+HRDA_SEGMENTOR_NAMES: list[str] = [HRDA_PREFIX + n for n in _SEGMENTORS]
 BACKBONE_NAMES: list[str] = [*_MIT, *_RESNET_DEPTH]
 
 
 def _backbone_name(name: str) -> str:
+    name = name.removeprefix(HRDA_PREFIX)
     if name in _SEGMENTORS:
         return _SEGMENTORS[name][0]
     if name in _MIT or name in _RESNET_DEPTH:
@@ -87,6 +98,8 @@ def create_segmentor(
     pretrained: str | None = None,
     head_channels: int | None = None,
     drop_path_rate: float | None = None,
+    checkpoint_encoder: bool = False,
+    hrda: dict | None = None,
 ) -> Segmentor:
     """Build a segmentor by name.
 
@@ -97,11 +110,25 @@ def create_segmentor(
         head_channels: overrides ``embed_dim`` and ``channels`` of the DAFormer head (256 by default);
             meant for small CPU models. Not applicable to DeepLabV2 (ValueError).
         drop_path_rate: MiT stochastic depth (default 0.1) / timm ResNet drop path (default 0).
+        checkpoint_encoder: activation checkpointing per MiT block / ResNet stage while training.
+        hrda: keyword arguments of :class:`src.models.hrda.HRDASegmentor` (``lr_scale``, ``hr_crop_size``,
+            ...) for an ``hrda_*`` name; None = its defaults (the paper's). Not accepted for other names.
     """
-    if name not in _SEGMENTORS:
-        raise ValueError(f"Unknown segmentor name '{name}'. Valid names: {SEGMENTOR_NAMES}")
-    bb_name, head_kind = _SEGMENTORS[name]
+    if name not in SEGMENTOR_NAMES + HRDA_SEGMENTOR_NAMES:
+        raise ValueError(
+            f"Unknown segmentor name '{name}'. Valid names: {SEGMENTOR_NAMES}, or any of them with the HRDA "
+            f"host: {HRDA_SEGMENTOR_NAMES}"
+        )
+    is_hrda = name.startswith(HRDA_PREFIX)
+    if hrda is not None and not is_hrda:
+        raise ValueError(
+            f"model.hrda is set but model.name={name} is not an HRDA model: use model=hrda_{name} "
+            f"(or drop model.hrda)"
+        )
+    bb_name, head_kind = _SEGMENTORS[name.removeprefix(HRDA_PREFIX)]
     backbone = create_backbone(name=bb_name, pretrained=pretrained, drop_path_rate=drop_path_rate)
+    if checkpoint_encoder:
+        backbone.set_grad_checkpointing(True)  # type: ignore[operator]
     out_channels: list[int] = list(backbone.out_channels)  # type: ignore[arg-type]
     head: nn.Module
     if head_kind == "daformer":
@@ -111,4 +138,43 @@ def create_segmentor(
         if head_channels is not None:
             raise ValueError(f"head_channels applies to DAFormer heads only, not to '{name}'")
         head = DeepLabV2Head(in_channels=out_channels[-1], num_classes=num_classes)
-    return Segmentor(backbone=backbone, head=head, num_classes=num_classes)
+    if not is_hrda:
+        return Segmentor(backbone=backbone, head=head, num_classes=num_classes)
+    return _wrap_hrda(backbone, head, head_kind, num_classes, dict(hrda or {}))
+
+
+def _wrap_hrda(
+    backbone: nn.Module, head: nn.Module, head_kind: str, num_classes: int, kw: dict
+) -> HRDASegmentor:
+    """HRDA host (daformer_mic.md §3): the scale-attention head and the output stride of the head kind."""
+    allowed = set(inspect.signature(HRDASegmentor).parameters) - {
+        "backbone", "head", "attention_head", "num_classes", "output_stride"
+    }  # fmt: skip
+    unknown = sorted(set(kw) - allowed)
+    if unknown:
+        raise ValueError(f"model.hrda: unknown keys {unknown}; valid keys: {sorted(allowed)}")
+    classwise = bool(kw.get("attention_classwise", True))
+    att_classes = num_classes if classwise else 1
+    attention_head: nn.Module
+    if head_kind == "daformer":
+        # A second DAFormer head on the context features: same embedding width (256 in the paper), the
+        # 1x1-conv fusion instead of the separable ASPP (HRDA's attention head, §3); output stride 4.
+        attention_head = DAFormerHead(
+            in_channels=head.in_channels, num_classes=att_classes, embed_dim=head.embed_dim,
+            channels=head.channels, fusion="conv1",
+        )  # fmt: skip
+        output_stride = int(backbone.strides[0])  # type: ignore[index]
+    else:
+        # single_scale_head='DLV2Head': a second DeepLabV2 ASPP head (same dilations); output stride 8.
+        attention_head = DeepLabV2Head(
+            in_channels=head.in_channels, num_classes=att_classes, dilations=head.dilations
+        )
+        output_stride = int(backbone.strides[-1])  # type: ignore[index]
+    return HRDASegmentor(
+        backbone=backbone,
+        head=head,
+        attention_head=attention_head,
+        num_classes=num_classes,
+        output_stride=output_stride,
+        **kw,
+    )

@@ -44,6 +44,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -294,16 +295,15 @@ class UDAModule(pl.LightningModule):
 
         # Source supervision (+ ImageNet feature distance on the same forward, one backward).
         with stage("source_fwd_bwd"):
-            logits_s, f_s = self.student(x_s, return_feat=True)
-            loss_src = weighted_cross_entropy(logits_s, y_s)
+            loss_src, f_s = self.seg_loss(x_s, y_s, return_feat=True)
             logs["train/loss_src"] = loss_src.detach()
             loss = loss_src
-            if self.fd is not None:
-                loss_fd = self.fd(f_s, x_s, y_s)
+            if self.fd is not None:  # HRDA: context features; the frozen encoder sees the context view
+                loss_fd = self.fd(f_s, self.student.feature_input(x_s), y_s)
                 logs["train/loss_fd"] = loss_fd.detach()
                 loss = loss + loss_fd
             self.backward_term(loss, last=not (do_mix or do_mask))
-            del logits_s, f_s, loss
+            del f_s, loss
 
         if has_target:
             x_t = self._prep(batch["target"]["img"])
@@ -328,16 +328,17 @@ class UDAModule(pl.LightningModule):
                     x_masked, keep = self.mask(x_t, generator=g, pseudo_label=y_t_hat, confidence=p_t)
                 self.keep_for_panel(x_masked=x_masked)  # image panels: no-op unless requested
                 with stage("mask_fwd_bwd"):
-                    logits_m, f_m = self.student(x_masked, return_feat=True)
-                    loss_mask = self.mask.weight * weighted_cross_entropy(logits_m, y_t_hat, w_t)
+                    loss_m, f_m = self.seg_loss(x_masked, y_t_hat, w_t, return_feat=True)
+                    loss_mask = self.mask.weight * loss_m
                     logs["train/loss_mask"] = loss_mask.detach()
                     loss = loss_mask
                     if self.fdm_target:  # OMUDA FDM: masked-image features vs the frozen encoder on clean x_t
-                        loss_fdm = self.fd.target_loss(f_m, x_t, y_t_hat, w_t, keep, generator=g)
+                        x_t_feat = self.student.feature_input(x_t)  # HRDA: the context view
+                        loss_fdm = self.fd.target_loss(f_m, x_t_feat, y_t_hat, w_t, keep, generator=g)
                         logs["train/loss_fdm"] = loss_fdm.detach()
                         loss = loss + loss_fdm
                     self.backward_term(loss, last=True)
-                    del logits_m, f_m, loss
+                    del loss_m, f_m, loss
             logs.update(self.strategy_diagnostics())
 
         with stage("optimizer"):
@@ -356,25 +357,34 @@ class UDAModule(pl.LightningModule):
         if self.panel_request:
             self.panel_tensors.update({k: v.detach().to("cpu", copy=True) for k, v in tensors.items()})
 
+    def seg_loss(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None, *,
+                 return_feat: bool = False):  # fmt: skip
+        """The student's training loss on (x, y, w) by the segmentor's own rule: CE_w(f(x), y, w) for a plain
+        encoder-decoder, 0.9 fused + 0.1 detail for the HRDA host (src/models/hrda.py); with `return_feat`
+        also the features for FD / FDM (HRDA: the context features)."""
+        return self.student.seg_loss(x, y, w, loss_fn=weighted_cross_entropy, return_feat=return_feat)
+
     def mixed_loss(self, mixes: list, *, last: bool = True) -> torch.Tensor:
         """Σ_k λ_k CE_w(f(x_mix_k), y_mix_k, w_mix_k); one backward per sample unless QuadMix blends the
         decoder embeddings of its samples (feature-level mixing), which needs one joint backward."""
         if not any(getattr(m, "feature_partner", None) is not None for m in mixes):
             total = torch.zeros((), device=mixes[0].x_mix.device)
             for i, m in enumerate(mixes):
-                x_mix = self._prep(m.x_mix)
-                loss = m.loss_weight * weighted_cross_entropy(self.student(x_mix), m.y_mix, m.w_mix)
+                loss = m.loss_weight * self.seg_loss(self._prep(m.x_mix), m.y_mix, m.w_mix)
                 self.backward_term(loss, last=last and i == len(mixes) - 1)
                 total = total + loss.detach()
             return total
-        head = self.student.head
-        embs = [head.forward_embedding(self.student.extract_feat(self._prep(m.x_mix))) for m in mixes]
+        # Embeddings of all samples in one call (HRDA: one shared detail box, so that they align).
+        student = self.student
+        embs = student.embed([self._prep(m.x_mix) for m in mixes])
         loss = torch.zeros((), device=mixes[0].x_mix.device)
         for m, e in zip(mixes, embs):
             p = m.feature_partner
             if p is not None:
-                e = feature_mix(e, embs[p.index], p.region, p.alpha, mode=p.mode, detach_b=p.detach)
-            loss = loss + m.loss_weight * weighted_cross_entropy(head.classify(e), m.y_mix, m.w_mix)
+                e = student.blend(e, embs[p.index], p.region, partial(feature_mix, alpha=p.alpha, mode=p.mode,
+                                                                      detach_b=p.detach))  # fmt: skip
+            loss_m = student.embedding_loss(e, m.y_mix, m.w_mix, loss_fn=weighted_cross_entropy)
+            loss = loss + m.loss_weight * loss_m
         self.backward_term(loss, last=last)
         return loss.detach()
 

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import Tensor, nn
 
+from src.models.checkpointing import checkpoint_call, use_checkpoint
+
 __all__ = [
     "MixVisionTransformer",
     "MIT_CONFIGS",
@@ -191,6 +193,8 @@ class MixVisionTransformer(nn.Module):
     Attributes:
         out_channels: channels of the 4 outputs (= ``embed_dims``).
         strides: output strides of the 4 outputs, (4, 8, 16, 32).
+        grad_checkpointing: activation checkpointing per block in training (``set_grad_checkpointing``,
+            ``model.checkpoint_encoder``; src/models/checkpointing.py).
     """
 
     def __init__(
@@ -216,6 +220,7 @@ class MixVisionTransformer(nn.Module):
         if len(embed_dims) != 4 or len(sr_ratios) != 4:
             raise ValueError("embed_dims and sr_ratios must have 4 entries")
         self.depths = list(depths)
+        self.grad_checkpointing = False
         self.out_channels: list[int] = list(embed_dims)
         self.strides: list[int] = [4, 8, 16, 32]
 
@@ -276,12 +281,17 @@ class MixVisionTransformer(nn.Module):
         for blk, p in zip(blocks, dpr, strict=True):
             blk.drop_path = DropPath(p) if p > 0.0 else nn.Identity()
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of every block while training (src/models/checkpointing.py)."""
+        self.grad_checkpointing = bool(enable)
+
     def forward(self, x: Tensor) -> list[Tensor]:
         outs: list[Tensor] = []
+        ckpt = use_checkpoint(self, self.grad_checkpointing)
         for i in range(1, 5):
             tokens, h, w = getattr(self, f"patch_embed{i}")(x)
             for blk in getattr(self, f"block{i}"):
-                tokens = blk(tokens, h, w)
+                tokens = checkpoint_call(blk, blk, tokens, h, w) if ckpt else blk(tokens, h, w)
             tokens = getattr(self, f"norm{i}")(tokens)
             x = _tokens_to_map(tokens, h, w).contiguous()
             outs.append(x)

@@ -25,6 +25,8 @@ import re
 import timm
 from torch import Tensor, nn
 
+from src.models.checkpointing import checkpoint_call, use_checkpoint
+
 __all__ = ["ResNetBackbone", "RESNET_MODELS"]
 
 #: Accepted ``depth`` values -> timm model with the deep (ResNetV1c) stem.
@@ -50,6 +52,8 @@ class ResNetBackbone(nn.Module):
     Attributes:
         out_channels: [256, 512, 1024, 2048] for ResNet-50/101.
         strides: output strides of the 4 maps.
+        grad_checkpointing: activation checkpointing per stage (``layer1..layer4``) in training
+            (``set_grad_checkpointing``, ``model.checkpoint_encoder``; src/models/checkpointing.py).
     """
 
     def __init__(
@@ -86,11 +90,18 @@ class ResNetBackbone(nn.Module):
             self.add_module(mod_name, module)
             self._order.append(mod_name)
         self._return_layers: list[str] = list(net.return_layers.keys())
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of each stage ``layer1..4`` in training (src/models/checkpointing.py)."""
+        self.grad_checkpointing = bool(enable)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         feats: list[Tensor] = []
+        ckpt = use_checkpoint(self, self.grad_checkpointing)
         for mod_name in self._order:
-            x = getattr(self, mod_name)(x)
+            mod = getattr(self, mod_name)
+            x = checkpoint_call(mod, mod, x) if ckpt and mod_name.startswith("layer") else mod(x)
             if mod_name in self._return_layers:
                 feats.append(x)
         return feats

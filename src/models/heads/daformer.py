@@ -17,6 +17,9 @@ zero bias, BN 1/0, Linear embeddings PyTorch default, classifier Normal(0, 0.01)
 
 ``forward_embedding`` / ``classify`` split the head before the dropout so that methods mixing decoder
 embeddings (e.g. QuadMix feature mixing) can operate on the fused ``channels``-d map.
+
+``fusion="conv1"`` is the ``daformer_conv1`` variant (§4.2: one 1x1 conv + BN + ReLU instead of the separable
+ASPP, ~SegFormer's head): HRDA's scale-attention head (daformer_mic.md §3, ``src/models/hrda.py``).
 """
 
 from __future__ import annotations
@@ -113,6 +116,8 @@ class DAFormerHead(nn.Module):
         channels: fused decoder width (256).
         dilations: ASPP dilations ((1, 6, 12, 18)); d=1 is a 1x1 conv, the others depthwise-separable.
         dropout: Dropout2d probability before the classifier (0.1).
+        fusion: ``"aspp"`` (DAFormer's separable ASPP, default) or ``"conv1"`` (1x1 conv + BN + ReLU, the
+            ``daformer_conv1`` variant used by HRDA's scale attention).
     """
 
     def __init__(
@@ -124,8 +129,11 @@ class DAFormerHead(nn.Module):
         channels: int = 256,
         dilations: Sequence[int] = (1, 6, 12, 18),
         dropout: float = 0.1,
+        fusion: str = "aspp",
     ) -> None:
         super().__init__()
+        if fusion not in ("aspp", "conv1"):
+            raise ValueError(f"fusion must be 'aspp' or 'conv1', got {fusion!r}")
         self.in_channels = list(in_channels)
         self.num_classes = num_classes
         self.embed_dim = embed_dim
@@ -133,9 +141,13 @@ class DAFormerHead(nn.Module):
         self.embed_layers = nn.ModuleList(
             LinearEmbed(in_channels=c, embed_dim=embed_dim) for c in in_channels
         )
-        self.fuse_layer = SeparableASPP(
-            in_channels=embed_dim * len(self.in_channels), channels=channels, dilations=dilations
-        )
+        self.fuse_layer: nn.Module
+        if fusion == "aspp":
+            self.fuse_layer = SeparableASPP(
+                in_channels=embed_dim * len(self.in_channels), channels=channels, dilations=dilations
+            )
+        else:
+            self.fuse_layer = ConvBNReLU(embed_dim * len(self.in_channels), channels, kernel_size=1)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
         nn.init.normal_(self.conv_seg.weight, mean=0.0, std=0.01)
