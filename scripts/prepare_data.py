@@ -6,6 +6,13 @@ DAFormer ``tools/convert_datasets/{gta,synthia,cityscapes}.py`` (daformer_mic.md
     python scripts/prepare_data.py synthia $DATA_ROOT/synthia
     python scripts/prepare_data.py cityscapes $DATA_ROOT/cityscapes  [--splits train val]
 
+Video source clips (video_uda.md §1; src/data/prepare.py ``prepare_video``): labels are mapped on the fly, so
+only the frames and labels are checked and the rare-class statistics of the clips' current frames written:
+
+    python scripts/prepare_data.py viper_seq $DATA_ROOT/viper                       (15 classes)
+    python scripts/prepare_data.py synthia_seq $DATA_ROOT/SYNTHIA-SEQS-04-DAWN      (12 classes)
+    python scripts/prepare_data.py clip_folder my_clips/source                      (train-id labels)
+
 For every image / raw-label pair (in parallel, with a progress bar) it
 - decodes the image and the raw label (an unreadable file is reported and its pair skipped),
 - reports an image without a label, or a label without an image (the pair is skipped),
@@ -40,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from src.data.classes import CITYSCAPES_CLASSES  # noqa: E402
 from src.data.datasets import cityscapes, gta5, synthia  # noqa: E402
 from src.data.datasets.prepared import MANIFEST_FILE, prepare_pair  # noqa: E402
+from src.data.prepare import VIDEO_DATASETS, prepare_video  # noqa: E402
 from src.data.rare_class_sampling import (  # noqa: E402
     SAMPLES_WITH_CLASS_FILE,
     STATS_FILE,
@@ -208,16 +216,37 @@ def _rcs_probs(stats: list[dict[str, Any]]) -> tuple[tuple[int, ...], list[float
     return rcs.classes, rcs.probabilities.tolist()
 
 
+def main_video(args: argparse.Namespace) -> int:
+    """A video source clip dataset: frames and labels checked, current-frame statistics written."""
+    try:
+        r = prepare_video(args.dataset, args.root, workers=args.workers, progress=not args.no_progress,
+                          num_classes=args.num_classes)  # fmt: skip
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    grand = sum(r["class_pixels"].values()) or 1
+    print(f"{r['dataset']}: {r['clips']} clips checked under {r['root']}; wrote {', '.join(r['files'])}")
+    print(f"  {'id':>3} {'class':<14} {'pixels':>14} {'share':>8}")
+    for c, (name, n) in enumerate(r["class_pixels"].items()):
+        print(f"  {c:>3} {name:<14} {n:>14d} {n / grand:>8.4f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("dataset", choices=sorted(MODULES), help="which release ROOT holds")
+    ap.add_argument(
+        "dataset", choices=sorted(MODULES) + sorted(VIDEO_DATASETS), help="which release ROOT holds"
+    )
     ap.add_argument("root", type=Path, help="dataset root, e.g. $DATA_ROOT/gta")
     ap.add_argument(
         "--workers", type=int, default=min(8, os.cpu_count() or 1), help="processes (default: min(8, CPUs))"
     )
     ap.add_argument("--splits", nargs="+", default=None, help="Cityscapes splits (default: train val)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--num-classes", type=int, default=None, help="clip_folder: classes (default 19)")
     args = ap.parse_args(argv)
+    if args.dataset in VIDEO_DATASETS:
+        return main_video(args)
     if args.splits and args.dataset != "cityscapes":
         ap.error("--splits applies to cityscapes only (GTA5 and SYNTHIA have no split)")
     try:

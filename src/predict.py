@@ -116,6 +116,7 @@ class Predictor:
         module.to(self.device).eval()
         self.model = module.student if network == "student" else module.teacher.model
         self.num_classes = module.num_classes
+        self.class_names = list(module.class_names)
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -189,10 +190,10 @@ class _VideoSink:
 
 def write_prediction(
     out_dir: Path, name: str, image: np.ndarray, label: np.ndarray, *, num_classes: int, alpha: float,
-    save_train_ids: bool,
+    save_train_ids: bool, class_names: list[str] | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Write color/<name>.png, overlay/<name>.png [, train_ids/<name>.png]; returns the overlay."""
-    pal = palette_for(num_classes)
+    pal = palette_for(num_classes, class_names)
     ov = overlay(image, label, alpha=alpha, palette=pal)
     save_png(colorize(label, palette=pal), out_dir / "color" / f"{name}.png")
     save_png(ov, out_dir / "overlay" / f"{name}.png")
@@ -221,7 +222,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             name = f.relative_to(root).with_suffix("").as_posix() if root.is_dir() else f.stem
             image = read_image(f)
             write_prediction(out_dir, name, image, predictor(image), num_classes=predictor.num_classes,
-                             alpha=alpha, save_train_ids=save_ids)  # fmt: skip
+                             class_names=predictor.class_names, alpha=alpha,
+                             save_train_ids=save_ids)  # fmt: skip
             count += 1
     else:
         v = cfg.get("video") or {}
@@ -247,6 +249,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                     frame,
                     label,
                     num_classes=predictor.num_classes,
+                    class_names=predictor.class_names,
                     alpha=alpha,
                     save_train_ids=save_ids,
                 )

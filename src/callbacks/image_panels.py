@@ -87,7 +87,7 @@ def render_panel(
     (None: the crop size).
     """
     n = len(class_names)
-    pal = palette_for(n)
+    pal = palette_for(n, class_names)
     base_of = {"y_s": "x_s", "y_t": "x_t", "y_t_hat": "x_t", "pred": "x_t", "y_mix": "x_mix"}
     keys = [(k, title) for k, title in COLUMNS if k in tensors]
     if not keys:

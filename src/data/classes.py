@@ -8,6 +8,8 @@ reference/video_uda.md (VIPER 15 and SYNTHIA-Seq 11 class protocols).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 IGNORE_INDEX = 255
 
 CITYSCAPES_CLASSES: tuple[str, ...] = (
@@ -66,8 +68,14 @@ def read_classes_file(path: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def palette_for(num_classes: int) -> list[tuple[int, int, int]]:
-    """Cityscapes palette for the first 19 ids, deterministic distinct colours after that."""
+def palette_for(num_classes: int, names: Sequence[str] | None = None) -> list[tuple[int, int, int]]:
+    """Cityscapes palette for the first 19 ids, deterministic distinct colours after that.
+
+    With ``names`` (a label space whose ids differ from Cityscapes', e.g. the 15 / 12-class video
+    protocols), each class gets the Cityscapes colour of its name (:func:`protocol_palette`).
+    """
+    if names is not None and list(names) != list(CITYSCAPES_CLASSES[: len(names)]):
+        return protocol_palette(names)
     pal = list(CITYSCAPES_PALETTE[:num_classes])
     i = len(pal)
     while len(pal) < num_classes:
@@ -106,3 +114,64 @@ def map_to_train_ids(ids, mapping: dict[int, int]):
     if ids.dtype.kind == "i" and ids.size and int(ids.min()) < 0:
         return np.where(ids < 0, IGNORE_INDEX, lut[np.maximum(ids, 0)]).astype(np.uint8)
     return lut[ids]
+
+
+# --------------------------------------------------------------------------------------------------
+# Video UDA protocols (video_uda.md §1.4-§1.5, udass.md §2.2): the networks are trained in a 15-class
+# (VIPER -> Cityscapes-Seq) or 12-class (SYNTHIA-Seq -> Cityscapes-Seq) label space of their own; ids below
+# are indices into those spaces, not Cityscapes train ids.
+# --------------------------------------------------------------------------------------------------
+# The 15-class benchmark order (video_uda.md §1.4 "Class order for the 15-class benchmark").
+VIPER15_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "fence", "traffic light", "traffic sign", "vegetation", "terrain",
+    "sky", "person", "car", "truck", "bus", "motorcycle", "bicycle",
+)  # fmt: skip
+
+# SYNTHIA-Seq's 12 trained classes (udass.md §2.2): fence (index 3) is dropped at evaluation.
+SYNTHIA_SEQ12_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "fence", "pole", "traffic light", "traffic sign", "vegetation", "sky",
+    "person", "rider", "car",
+)  # fmt: skip
+
+# VIPER class id (palette index of the `cls` PNGs) -> 15-class id, udass.md §2.2 / video_uda.md §1.4.
+# Van (25) is ignored, not mapped to car; everything unlisted -> 255.
+VIPER_ID_TO_VIPER15: dict[int, int] = {
+    3: 0, 4: 1, 9: 2, 11: 3, 13: 4, 14: 5, 7: 6, 8: 6, 6: 7, 2: 8, 20: 9, 24: 10, 27: 11, 26: 12, 23: 13,
+    22: 14,
+}  # fmt: skip
+VIPER_CAR_ID = 24  # the class whose bottom-centre component is the ego vehicle (video_uda.md §1.4)
+VIPER_VAN_ID = 25
+
+# Cityscapes label id -> 15-class id for the VIPER protocol (`info_Viper.json`, udass.md §2.2): rider (25)
+# is merged into person; wall, pole, train and the rest -> 255.
+CITYSCAPES_ID_TO_VIPER15: dict[int, int] = {
+    7: 0, 8: 1, 11: 2, 13: 3, 19: 4, 20: 5, 21: 6, 22: 7, 23: 8, 24: 9, 25: 9, 26: 10, 27: 11, 28: 12,
+    32: 13, 33: 14,
+}  # fmt: skip
+
+# SYNTHIA-Seq class id (R channel of GT/LABELS) -> 12-class id (`SynthiaSeq.py`, udass.md §2.2):
+# bicycle (11) -> rider, lanemarking (12) and the rest -> 255.
+SYNTHIA_SEQ_ID_TO_SYNTHIA12: dict[int, int] = {
+    3: 0, 4: 1, 2: 2, 5: 3, 7: 4, 15: 5, 9: 6, 6: 7, 1: 8, 10: 9, 11: 10, 8: 11,
+}  # fmt: skip
+
+# Cityscapes label id -> 12-class id for the SYNTHIA-Seq protocol (`info_SynthiaSeq.json`, udass.md §2.2):
+# terrain, truck, bus, motorcycle, bicycle -> 255.
+CITYSCAPES_ID_TO_SYNTHIA12: dict[int, int] = {
+    7: 0, 8: 1, 11: 2, 13: 3, 17: 4, 19: 5, 20: 6, 21: 7, 23: 8, 24: 9, 25: 10, 26: 11,
+}  # fmt: skip
+
+# Evaluation subsets of the video protocols, in their own label spaces: VIPER's 15 classes, and
+# SYNTHIA-Seq's 11 = the 12 trained classes without fence (index 3, video_uda.md §1.5 "Evaluation").
+EVAL_SUBSETS["15"] = tuple(range(15))
+EVAL_SUBSETS["11"] = tuple(c for c in range(12) if c != 3)
+# The label space each video subset is defined in (a 19-class model must not report them).
+EVAL_SUBSET_NUM_CLASSES: dict[str, int] = {"15": 15, "11": 12}
+
+
+def protocol_palette(names: tuple[str, ...] | list[str]) -> list[tuple[int, int, int]]:
+    """Cityscapes colours by class *name* (for the 15 / 12-class protocols, whose ids differ); names that
+    are not Cityscapes classes get the distinct extra colours of :func:`palette_for`."""
+    by_name = dict(zip(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE))
+    extra = palette_for(len(CITYSCAPES_CLASSES) + len(names))[len(CITYSCAPES_CLASSES) :]
+    return [by_name.get(n, extra[i]) for i, n in enumerate(names)]

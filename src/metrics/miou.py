@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from src.data.classes import EVAL_SUBSETS, IGNORE_INDEX
+from src.data.classes import EVAL_SUBSET_NUM_CLASSES, EVAL_SUBSETS, IGNORE_INDEX
 
 
 def confusion_matrix_metric(num_classes: int, ignore_index: int = IGNORE_INDEX) -> MulticlassConfusionMatrix:
@@ -47,6 +47,12 @@ def resolve_subsets(names: Sequence[str], num_classes: int) -> dict[str, tuple[i
             out[name] = tuple(range(num_classes))
         elif name in EVAL_SUBSETS:
             ids = EVAL_SUBSETS[name]
+            protocol = EVAL_SUBSET_NUM_CLASSES.get(name)  # the video protocols fix their class count
+            if protocol is not None and protocol != num_classes:
+                raise ValueError(
+                    f"eval subset {name!r} is the {protocol}-class video protocol but the data has "
+                    f"{num_classes} classes: set data.eval_subsets to a subset of this class list"
+                )
             if max(ids) >= num_classes:
                 raise ValueError(
                     f"eval subset {name!r} needs {max(ids) + 1} classes but the data has {num_classes}"

@@ -87,3 +87,9 @@ def test_subsets_average_their_classes_directly():
 def test_unknown_subset_names_the_key():
     with pytest.raises(ValueError, match="data.eval_subsets"):
         resolve_subsets(["17"], 19)
+
+
+def test_video_protocol_subsets_need_their_class_count() -> None:
+    assert len(resolve_subsets(["11"], 12)["11"]) == 11 and len(resolve_subsets(["15"], 15)["15"]) == 15
+    with pytest.raises(ValueError, match="12-class video protocol"):
+        resolve_subsets(["11"], 19)
