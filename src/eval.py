@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 import src.utils.config  # noqa: F401
 from src.metrics.miou import format_table, resolve_subsets
 from src.train import write_results
-from src.uda.module import load_module
+from src.uda.video.module import load_module  # the module class of the checkpoint's uda.module
 from src.utils.cli import readable_errors
 
 log = logging.getLogger(__name__)

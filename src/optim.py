@@ -6,6 +6,9 @@
   contains "norm" or "pos_block" get no weight decay (backbone LayerNorms).
 - Linear warm-up for 1500 iterations from warmup_ratio 1e-6, then poly decay with power 1.0 to 0:
   lr_t = base * (1 - t/T)^p * (1 - (1 - t/W)(1 - ratio)) while t < W, updated every iteration.
+- Two-frame models (src/models/temporal_aggregation.py): the flow-guided fusion conv (``sf_layer``) gets its
+  own group ``fusion`` at lr x the model's ``fusion_lr_mult`` (udass.md §2.5a: backbone lr, sf_layer lr,
+  classifiers 10x lr).
 """
 
 from __future__ import annotations
@@ -24,13 +27,23 @@ def param_groups(
     head_lr_mult: float = 10.0,
     head_key: str = "head",
     no_decay_keys: tuple[str, ...] = ("norm", "pos_block"),
+    fusion_key: str = "sf_layer",
+    fusion_lr_mult: float | None = None,
 ) -> list[dict]:
-    """mmcv-style groups: 'head' first (lr x head_lr_mult, decay kept), then no-decay keys."""
-    groups = {"head": [], "no_decay": [], "default": []}
+    """mmcv-style groups: 'head' first (lr x head_lr_mult, decay kept), then no-decay keys.
+
+    Parameters named ``fusion_key`` (a two-frame model's fusion conv) form the group ``fusion`` at
+    ``lr x fusion_lr_mult`` (None: the model's ``fusion_lr_mult`` attribute, else 1).
+    """
+    if fusion_lr_mult is None:
+        fusion_lr_mult = float(getattr(model, "fusion_lr_mult", 1.0))
+    groups = {"head": [], "no_decay": [], "default": [], "fusion": []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if head_key in name:
+        if fusion_key in name:
+            groups["fusion"].append(p)
+        elif head_key in name:
             groups["head"].append(p)
         elif any(k in name for k in no_decay_keys):
             groups["no_decay"].append(p)
@@ -40,6 +53,12 @@ def param_groups(
         {"params": groups["default"], "lr": lr, "weight_decay": weight_decay, "name": "default"},
         {"params": groups["no_decay"], "lr": lr, "weight_decay": 0.0, "name": "no_decay"},
         {"params": groups["head"], "lr": lr * head_lr_mult, "weight_decay": weight_decay, "name": "head"},
+        {
+            "params": groups["fusion"],
+            "lr": lr * fusion_lr_mult,
+            "weight_decay": weight_decay,
+            "name": "fusion",
+        },  # fmt: skip
     ]
     return [g for g in out if g["params"]]
 

@@ -34,7 +34,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import src.utils.config  # noqa: F401  (registers the udass.* resolvers)
 from src.metrics.miou import format_table
-from src.uda.module import UDAModule
+from src.uda.video.best_checkpoint import BestCheckpoint
+from src.uda.video.module import build_module
 from src.utils.cli import check_resume_checkpoint, readable_errors
 
 log = logging.getLogger(__name__)
@@ -174,13 +175,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     datamodule = build_datamodule(cfg)
-    module = UDAModule(OmegaConf.to_container(cfg, resolve=True))
+    module = build_module(OmegaConf.to_container(cfg, resolve=True))  # uda.module: UDAModule or a subclass
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)  # `last` / `auto` -> a file (or None)
     if ckpt_path:  # one readable message for a missing / foreign checkpoint (issue 9)
         check_resume_checkpoint(ckpt_path, module)
     loggers = build_loggers(cfg)
     job = MultirunDDPJob()
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False,
+    best = BestCheckpoint()  # results.json: best validation next to the last (video_uda.md §1.6)
+    callbacks = [*build_callbacks(cfg), best]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                       default_root_dir=str(out_dir))  # fmt: skip
     try:
         if loggers:
@@ -201,6 +204,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         extra = {}
         if module.last_teacher_summary is not None:
             extra["teacher_mIoU"] = module.last_teacher_summary["mIoU"]
+        extra.update(best.results())
         results = {}
         if trainer.is_global_zero:
             print(

@@ -1,0 +1,206 @@
+"""Flow-guided spatio-temporal aggregation: the two-frame ("ACCEL"-style) model around any segmentor.
+
+Source: udass.md §2.5(a) (CNN student ``accel_deeplabv2_dsp_cd_DFF_gaijin.py``) and §2.5(b) (ViT student
+``DAFormer_tps``), video_uda.md §2.3 ("ACCEL-style architecture in these repos"). One network ``f`` (any
+segmentor of ``src.models``: DeepLabV2, MiT + DAFormer head) sees the current frame t and the previous
+("key") frame t−1::
+
+    z_t  = f(x_t)                            current-frame logits, with gradient
+    z_k  = f(x_{t−1})   under no_grad        previous-frame logits, never a gradient
+    ẑ_k  = warp(z_k, flow_{t→t−1})           moved onto frame t's grid (src.data.flow.warp: bilinear,
+                                             border-clamped backward warp, the reference Resample2d)
+    z    = SF([z_t, ẑ_k])                    SF = 1x1 conv 2C→C without bias, initialised to [I | 0]
+
+so at initialisation the fused output *is* the current-frame output (the network starts as its
+single-frame self and learns how much of the warped past to use). Warping happens at the logit resolution
+(the flow is resized to it and its components scaled, video_uda.md §2.3).
+
+``fusio`` (udass.md §2.5a, used for the QuadMix mixed clips): all maps are first upsampled to the input
+resolution, warped there, and inside the pasted long-tail mask M (objects pasted identically into both
+frames: static copies, so the flow there is meaningless) the warped key-frame map is replaced by the
+current-frame map: ``z = SF([z_t, ẑ_k·(1−M) + z_t·M])``. Upsampling is bilinear with
+``align_corners=False`` like ``Segmentor.predict``.
+
+The same fused output is used at training and at test time (video_uda.md §2.3: "val also needs the t→t−1
+flow and frame t−1"). Differences from the reference: no auxiliary (layer3) classifier for DeepLabV2 (our
+DeepLabV2 is the single-head "dlv2red" host, and the ViT student of the reference has none either), so the
+``0.1·aux`` loss terms of udass.md §2.6.6 are absent.
+
+The fusion layer is named ``sf_layer`` (the reference name): ``src.optim.param_groups`` puts it into its
+own parameter group ``fusion`` with ``lr × fusion_lr_mult`` (udass.md §2.5a: backbone lr, sf_layer lr,
+classifiers 10×lr; the ADVENT schedule quirk of video_uda.md §2.3 actually runs it at 10× lr).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from src.data.flow import warp
+from src.models.factory import SEGMENTOR_NAMES, create_segmentor
+from src.models.segmentor import Segmentor
+
+__all__ = ["ClipLogits", "TemporalSegmentor", "create_temporal_segmentor", "TEMPORAL_PREFIX"]
+
+#: model names ``accel_<segmentor name>`` build the two-frame model around ``<segmentor name>``
+TEMPORAL_PREFIX = "accel_"
+
+
+def _warp32(src: Tensor, flow: Tensor) -> Tensor:
+    """``warp`` in float32 whatever the autocast / model dtype (in bfloat16 the pixel coordinates of a
+    1024-wide map are off by up to 4 px)."""
+    with torch.autocast(device_type=src.device.type, enabled=False):
+        return warp(src.float(), flow.float())
+
+
+class ClipLogits(NamedTuple):
+    """Outputs of one two-frame forward, all at the same resolution (head's, or the input's with fusio)."""
+
+    fused: Tensor  # SF([current, previous]) (B,C,h,w), the prediction
+    current: Tensor  # current-frame logits (with gradient)
+    previous: Tensor  # warped previous-frame logits (no gradient; inside a fusio mask: the current ones)
+
+
+class TemporalSegmentor(Segmentor):
+    """A segmentor with flow-guided score fusion of the previous frame (udass.md §2.5a-b).
+
+    Single-frame calls (``forward``, ``predict``, ``extract_feat``) are those of :class:`Segmentor`, so image
+    code (panels, prediction on still images) keeps working; two-frame calls are :meth:`forward_clip` and
+    :meth:`predict_clip`. State-dict keys are the segmentor's plus ``sf_layer.weight``.
+
+    Args:
+        backbone, head, num_classes: as :class:`Segmentor`.
+        fusion_lr_mult: learning-rate multiplier of the fusion layer's parameter group (``src.optim``).
+    """
+
+    def __init__(
+        self, *, backbone: nn.Module, head: nn.Module, num_classes: int, fusion_lr_mult: float = 1.0
+    ) -> None:
+        super().__init__(backbone=backbone, head=head, num_classes=num_classes)
+        if fusion_lr_mult < 0:
+            raise ValueError(f"fusion_lr_mult must be >= 0, got {fusion_lr_mult}")
+        self.fusion_lr_mult = float(fusion_lr_mult)
+        self.sf_layer = nn.Conv2d(2 * num_classes, num_classes, kernel_size=1, bias=False)
+        self.reset_fusion()
+
+    @classmethod
+    def from_segmentor(cls, segmentor: Segmentor, *, fusion_lr_mult: float = 1.0) -> TemporalSegmentor:
+        """Wrap a built segmentor (its backbone and head modules are shared, not copied)."""
+        return cls(
+            backbone=segmentor.backbone,
+            head=segmentor.head,
+            num_classes=segmentor.num_classes,
+            fusion_lr_mult=fusion_lr_mult,
+        )
+
+    @torch.no_grad()
+    def reset_fusion(self) -> None:
+        """[I | 0]: the fused output equals the current-frame logits (udass.md §2.5a)."""
+        c = self.num_classes
+        w = torch.zeros(c, 2 * c, 1, 1)
+        w[torch.arange(c), torch.arange(c)] = 1.0
+        self.sf_layer.weight.copy_(w)
+
+    def fuse(self, current: Tensor, previous: Tensor) -> Tensor:
+        """SF([current, previous]) with the 1x1 fusion conv."""
+        if current.shape != previous.shape:
+            raise ValueError(f"fuse: current {tuple(current.shape)} != previous {tuple(previous.shape)}")
+        return self.sf_layer(torch.cat([current, previous.to(current.dtype)], dim=1))
+
+    def forward_clip(
+        self, x: Tensor, x_prev: Tensor, flow: Tensor, *, fusio_mask: Tensor | None = None
+    ) -> ClipLogits:
+        """Two-frame forward: x, x_prev (B,3,H,W), backward flow t→t−1 (B,2,H',W') at any resolution.
+
+        ``fusio_mask`` (B,1,H,W) or (B,H,W), {0,1} at the input resolution: fusio mode (see the module
+        docstring); the outputs are then at the input resolution, else at the head's.
+        """
+        if x.shape != x_prev.shape:
+            raise ValueError(f"forward_clip: frame t {tuple(x.shape)} and t-1 {tuple(x_prev.shape)} differ")
+        if flow.dim() != 4 or flow.shape[0] != x.shape[0] or flow.shape[1] != 2:
+            raise ValueError(
+                f"forward_clip: flow must be (B,2,H,W) for B={x.shape[0]}, got {tuple(flow.shape)}"
+            )
+        current = self(x)
+        with torch.no_grad():  # the key frame never receives a gradient (udass.md §2.5a)
+            previous = self(x_prev)
+        if fusio_mask is None:
+            warped = _warp32(previous, flow)
+        else:
+            size = x.shape[-2:]
+            current = F.interpolate(current, size=size, mode="bilinear", align_corners=False)
+            previous = F.interpolate(previous, size=size, mode="bilinear", align_corners=False)
+            m = fusio_mask.unsqueeze(1) if fusio_mask.dim() == 3 else fusio_mask
+            if tuple(m.shape[-2:]) != tuple(size):
+                raise ValueError(f"fusio_mask is {tuple(m.shape[-2:])}, the frames {tuple(size)}")
+            m = m.to(device=current.device, dtype=current.dtype)
+            warped = _warp32(previous, flow).to(current.dtype) * (1.0 - m) + current * m
+        return ClipLogits(fused=self.fuse(current, warped), current=current, previous=warped)
+
+    def predict_clip(self, x: Tensor, x_prev: Tensor, flow: Tensor) -> Tensor:
+        """Fused logits bilinearly upsampled to the input's H, W (align_corners=False), like ``predict``."""
+        logits = self.forward_clip(x, x_prev, flow).fused
+        if logits.shape[-2:] != x.shape[-2:]:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+
+class ClipPredictor:
+    """``predict(z)`` on the channel-stack z = [x_t (3), x_{t−1} (3), flow (2)] (B,8,H,W).
+
+    Lets the whole / sliding-window inference of ``src.models.inference`` run two-frame models unchanged:
+    a window crops both frames and the flow together (flows are in pixels, a crop keeps them valid;
+    samples outside a window are border-clamped, as at the image border).
+    """
+
+    def __init__(self, model: TemporalSegmentor) -> None:
+        self.model = model
+
+    @staticmethod
+    def stack(x: Tensor, x_prev: Tensor, flow: Tensor) -> Tensor:
+        if flow.shape[-2:] != x.shape[-2:]:
+            from src.data.flow import resize_flow
+
+            flow = resize_flow(flow, x.shape[-2:])
+        return torch.cat([x, x_prev, flow.to(x.dtype)], dim=1)
+
+    def predict(self, z: Tensor) -> Tensor:
+        if z.shape[1] != 8:
+            raise ValueError(
+                f"ClipPredictor expects (B,8,H,W) = frame t, frame t-1, flow; got {tuple(z.shape)}"
+            )
+        return self.model.predict_clip(z[:, :3], z[:, 3:6], z[:, 6:8])
+
+
+def create_temporal_segmentor(
+    *,
+    name: str,
+    num_classes: int = 19,
+    pretrained: str | None = None,
+    head_channels: int | None = None,
+    drop_path_rate: float | None = None,
+    checkpoint_encoder: bool = False,
+    fusion_lr_mult: float = 1.0,
+) -> TemporalSegmentor:
+    """The two-frame model around a segmentor of :func:`src.models.factory.create_segmentor`.
+
+    ``name``: ``accel_<segmentor>`` (``accel_daformer_mitb5``, ``accel_deeplabv2_r101``, ...) or a plain
+    segmentor name (not an ``hrda_*`` one: the HRDA host has its own multi-resolution forward); the other
+    arguments are those of ``create_segmentor`` plus ``fusion_lr_mult``.
+    """
+    inner = name[len(TEMPORAL_PREFIX) :] if name.startswith(TEMPORAL_PREFIX) else name
+    if inner not in SEGMENTOR_NAMES or inner.startswith("hrda_"):
+        valid = [TEMPORAL_PREFIX + n for n in SEGMENTOR_NAMES if not n.startswith("hrda_")]
+        raise ValueError(f"Unknown two-frame model name '{name}' (model.name). Valid names: {valid}")
+    seg = create_segmentor(
+        name=inner,
+        num_classes=num_classes,
+        pretrained=pretrained,
+        head_channels=head_channels,
+        drop_path_rate=drop_path_rate,
+        checkpoint_encoder=checkpoint_encoder,
+    )
+    return TemporalSegmentor.from_segmentor(seg, fusion_lr_mult=fusion_lr_mult)

@@ -1,0 +1,266 @@
+"""The video UDA LightningModule: two-frame student, TPS, video QuadMix and the prototype MMD.
+
+Source: udass.md §2.6 (the UDASS video training iteration) and §2.6.6 (total loss), video_uda.md §3.3-§3.4.
+A subclass of :class:`src.uda.module.UDAModule`: optimisation (AdamW groups + the fusion group, poly
+warm-up), ``backward_term`` (``train.backward``), non-finite checks, per-step generators, stage timers,
+logging and checkpointing (QuadMix memory included) are the image module's; this class replaces the
+training and validation steps. One training step, in the order of the paper::
+
+    teacher.update(student, t)                                  EMA (default) or the reference's switch
+    L_src  = CE(f(S^cf, S^kf, F^S), Y^cf)                       fused two-frame source loss      §2.6.2
+    ŷ      = warp(T(b, a, flow b→a), flow d→b)                  TPS cross-frame pseudo-labels    §2.6.3
+    L_TPS  = CE(f(d̃, c̃, flow d→c), ŷ)                           strong view of the current pair
+    L_MMD  = MMD(protos(f(S)), ½ protos(f(d̃,c̃)) + ½ protos(f(d, a, flow d→a)))                §2.6.5
+    SS, ST = video QuadMix(current clips, memory)                                                §2.6.4
+    L_SS   = CE(f_fusio(SS), Y_SS),  L_ST = CE(f_fusio(ST), Y_ST)
+    L      = λ_T·(L_TPS + L_ST) + L_SS + L_src + 0.01·L_MMD                                      §2.6.6
+    one optimizer step, then the lr schedule step.
+
+λ_T = ``uda.lambda_t`` (1.0 SYNTHIA-Seq, 0.2 VIPER, §2.7). Each part is optional by config: without a
+teacher the step is the two-frame source-only baseline, without ``uda.mix`` it is TPS (+ MMD). The
+reference's auxiliary-classifier terms (0.1·aux) do not exist for our models
+(src/models/temporal_aggregation.py).
+
+Validation and test (udass.md §2.8, video_uda.md §1.6): the fused prediction on (frame t, frame t−1, flow
+t→t−1), upsampled to the full-resolution labels; whole or sliding-window inference (``eval.mode``) with
+both frames and the flow cropped together.
+
+Hooks: ``uda.module: src.uda.video.module.VideoUDAModule`` selects this class; :func:`build_module` and
+:func:`load_module` (used by src/train.py and src/eval.py) pick the class a config names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import get_class
+
+from src.models.temporal_aggregation import ClipPredictor
+from src.uda.losses import weighted_cross_entropy
+from src.uda.module import UDAModule, _build
+from src.uda.module import load_module as load_image_module
+from src.uda.video.tps import TemporalPseudoSupervision
+from src.uda.video.video_quadmix import Clip, VideoQuadMix
+
+SOURCE_KEYS = ("img", "img_prev", "gt", "flow")
+TARGET_KEYS = ("img", "img_prev", "img_k", "img_k_prev", "flow", "flow_k", "flow_k_prev")
+
+
+def _require(node: dict, keys: tuple[str, ...], what: str) -> None:
+    missing = [k for k in keys if k not in node]
+    if missing:
+        raise ValueError(
+            f"the {what} batch has no {missing}: video methods need a video data config (data.video: true, "
+            f"e.g. data=synthetic_video / viper_to_cityscapes_seq; batch contract of "
+            f"src/data/video_datamodule.py)"
+        )
+
+
+class VideoUDAModule(UDAModule):
+    """UDASS video (TPS + video QuadMix + prototype MMD) on a two-frame student (udass.md §2.6)."""
+
+    def __init__(self, cfg: dict, *, load_pretrained: bool = True) -> None:
+        super().__init__(cfg, load_pretrained=load_pretrained)
+        uda = cfg["uda"]
+        name = (cfg.get("model") or {}).get("name", "?")
+        if not hasattr(self.student, "forward_clip"):
+            raise ValueError(
+                f"uda={self.method} trains a two-frame model, but model={name} is a single-frame segmentor: "
+                f"use model=accel_{name} (src/models/temporal_aggregation.py), e.g. "
+                f"model=accel_daformer_mitb5"
+            )
+        if self.mask is not None or self.fd is not None:
+            raise ValueError(
+                f"uda={self.method}: uda.mask / uda.fd (MIC, feature distance) are image terms the video "
+                f"module does not run; set them to none, or train an image method on video data "
+                f"(e.g. experiment=mic_viper)"
+            )
+        if self.pseudo_labeler is not None and not isinstance(self.pseudo_labeler, TemporalPseudoSupervision):
+            raise ValueError(
+                f"uda={self.method}: the video module labels targets with TPS: set uda/pseudo=tps "
+                f"(got {type(self.pseudo_labeler).__name__})"
+            )
+        if self.mix is not None and not isinstance(self.mix, VideoQuadMix):
+            raise ValueError(
+                f"uda={self.method}: the video module mixes clips with uda/mix=video_quadmix "
+                f"(got {type(self.mix).__name__})"
+            )
+        self.lambda_t = float(uda.get("lambda_t", 1.0))
+        self.mmd = _build(uda.get("mmd"))
+        if self.mmd is not None and self.teacher is None:
+            raise ValueError(
+                "uda.mmd aligns source and target prototypes: it needs the target branch (uda.teacher)"
+            )
+
+    # ------------------------------------------------------------------ helpers
+    def source_clip(self, s: dict) -> Clip:
+        _require(s, SOURCE_KEYS, "source")
+        y = s["gt"]
+        y_prev = s.get("gt_prev")
+        if y_prev is None:
+            y_prev = torch.full_like(y, 255)
+        return Clip(x=self._prep(s["img"]), x_prev=self._prep(s["img_prev"]), flow=s["flow"].float(), y=y,
+                    y_prev=y_prev)  # fmt: skip
+
+    @torch.no_grad()
+    def teacher_clip_logits(self, x: torch.Tensor, x_prev: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """The teacher's fused two-frame logits (head resolution), in pseudo-label mode, without gradient."""
+        teacher = self.teacher
+        if hasattr(teacher, "pseudo_label_model"):  # the reference's switch: frozen model, then the student
+            with teacher.pseudo_label_model() as model:
+                return model.forward_clip(x, x_prev, flow).fused
+        teacher.set_pseudo_label_mode()
+        return teacher.model.forward_clip(x, x_prev, flow).fused
+
+    def clip_loss(self, x: torch.Tensor, x_prev: torch.Tensor, flow: torch.Tensor, y: torch.Tensor,
+                  fusio_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """CE of the student's fused two-frame prediction (unweighted, mean over all pixels)."""
+        logits = self.student.forward_clip(
+            self._prep(x), self._prep(x_prev), flow, fusio_mask=fusio_mask
+        ).fused
+        return weighted_cross_entropy(logits, y)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        t = self.global_step
+        g = self.step_generator(t)
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        self._pending_loss = None
+        stage = self.timer
+        logs: dict[str, torch.Tensor] = {}
+        src = self.source_clip(batch["source"])
+        self.keep_for_panel(x_s=src.x, y_s=src.y)  # image panels: no-op unless requested
+        has_target = self.teacher is not None and "target" in batch
+
+        if self.teacher is not None:
+            with stage("ema_update"):
+                self.teacher.update(self.student, t)
+
+        # L_src: the fused two-frame prediction on the labelled source clip (§2.6.2).
+        with stage("source_fwd"):
+            logits_s = self.student.forward_clip(src.x, src.x_prev, src.flow).fused
+            loss_src = weighted_cross_entropy(logits_s, src.y)
+        logs["train/loss_src"] = loss_src.detach()
+        loss = loss_src
+        mixes = []
+
+        if has_target:
+            tgt = batch["target"]
+            _require(tgt, TARGET_KEYS, "target")
+            tps = self.pseudo_labeler
+            x_t, x_tp = self._prep(tgt["img"]), self._prep(tgt["img_prev"])
+            # L_TPS (§2.6.3): the teacher on the weak earlier pair (t−Δ, t−Δ−1), warped to t with flow t→t−Δ,
+            # supervises the student on the strongly augmented current pair (t, t−1).
+            with stage("teacher_fwd"):
+                x_k, x_kp, f_kp, flipped = tps.weak_view(
+                    self._prep(tgt["img_k"]), self._prep(tgt["img_k_prev"]), tgt["flow_k_prev"].float(), g
+                )
+                logits_k = self.teacher_clip_logits(x_k, x_kp, f_kp)
+            with stage("pseudo_label"):
+                pl = tps.labels(logits_k, tgt["flow_k"].float(), flipped, tuple(x_t.shape[-2:]))
+                x_st, xp_st = tps.strong_view(x_t, x_tp, g)
+            logs["train/pseudo_confidence"] = pl.p_full.mean()
+            self.keep_for_panel(x_t=x_t, y_t_hat=pl.y_full)
+            with stage("tps_fwd"):
+                logits_t = self.student.forward_clip(x_st, xp_st, tgt["flow"].float()).fused
+                loss_tps = tps.loss(logits_t, pl, tgt.get("valid"))
+            logs["train/loss_tps"] = (self.lambda_t * loss_tps).detach()
+            loss = loss + self.lambda_t * loss_tps
+
+            # L_MMD (§2.6.5): source vs temporally aggregated target class prototypes of the fused logits.
+            if self.mmd is not None:
+                with stage("mmd"):
+                    targets = [logits_t]
+                    if self.mmd.num_target_predictions == 2:  # the (t, t−Δ−1) pair, flow t→t−Δ−1
+                        _require(tgt, ("flow_kk",), "target")
+                        x_a = self._prep(tgt["img_k_prev"])
+                        targets.append(self.student.forward_clip(x_t, x_a, tgt["flow_kk"].float()).fused)
+                    loss_mmd = self.mmd.weight * self.mmd(logits_s, src.y, targets)
+                logs["train/loss_mmd"] = loss_mmd.detach()
+                loss = loss + loss_mmd
+
+            # Video QuadMix (§2.6.4): both mixed clips, frames, labels and flows mixed with the same masks.
+            if self.mix is not None:
+                with stage("mix"):
+                    target = Clip(
+                        x=x_st, x_prev=xp_st, flow=tgt["flow"].float(), y=pl.y_full, y_prev=pl.y_key
+                    )
+                    mixes = self.mix(src, target, target_raw=(x_t, x_tp), confidence=(pl.p_full, pl.p_key),
+                                     target_flow_key=tgt["flow_k"].float(), generator=g, step=t)  # fmt: skip
+                if mixes:
+                    m = mixes[-1]
+                    self.keep_for_panel(x_mix=m.x, y_mix=m.y, w_mix=torch.ones_like(m.y, dtype=torch.float32))
+        with stage("fwd_bwd"):
+            self.backward_term(loss, last=not mixes)
+        del logits_s, loss
+
+        # L_SS (weight 1) and λ_T·L_ST on the fusio forward of each mixed clip, one backward each (§2.6.6).
+        for i, m in enumerate(mixes):
+            with stage("mix_fwd_bwd"):
+                weight = 1.0 if m.name == "ss" else self.lambda_t
+                loss_m = weight * self.clip_loss(m.x, m.x_prev, m.flow, m.y, fusio_mask=m.fusio_mask)
+                logs[f"train/loss_{m.name}"] = loss_m.detach()
+                self.backward_term(loss_m, last=i == len(mixes) - 1)
+                del loss_m
+
+        with stage("optimizer"):
+            if not self.check_finite(logs, t):
+                self.skip_update(opt)  # the step still counts (data, seeds and schedule stay aligned)
+            opt.step()
+            self.lr_schedulers().step()
+        if self.on_nonfinite == "skip":
+            logs["train/skipped_steps"] = torch.tensor(float(self.skipped_steps))
+        logs["train/lr"] = torch.tensor(opt.param_groups[0]["lr"])
+        # how much of the warped previous frame the fusion layer uses (0 at the [I | 0] initialisation)
+        c = self.num_classes
+        logs["train/fusion_prev_weight"] = self.student.sf_layer.weight.detach()[:, c:].abs().mean()
+        bs = src.x.shape[0]
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=bs)
+        self.log("loss", logs["train/loss_src"], prog_bar=True, on_step=True, batch_size=bs)
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        _require(batch, ("img", "img_prev", "flow", "gt"), "validation")
+        y = batch["gt"]
+        z = ClipPredictor.stack(
+            self._prep(batch["img"]), self._prep(batch["img_prev"]), batch["flow"].float()
+        )
+        self.val_confmat.update(self.infer(ClipPredictor(self.student), z, y.shape[-2:]).argmax(1), y)
+        if self.val_confmat_teacher is not None and self.eval_cfg.get("teacher", True):
+            teacher = ClipPredictor(self.teacher.model)
+            self.val_confmat_teacher.update(self.infer(teacher, z, y.shape[-2:]).argmax(1), y)
+
+
+# ---------------------------------------------------------------------------- class selection
+def module_class(cfg: dict) -> type[UDAModule]:
+    """The LightningModule class a config names in ``uda.module`` (default: the image UDAModule)."""
+    path = (cfg.get("uda") or {}).get("module")
+    if not path:
+        return UDAModule
+    try:
+        cls = get_class(str(path))
+    except Exception as e:  # noqa: BLE001 - one readable message
+        raise ValueError(f"uda.module={path} is not an importable class ({e})") from e
+    if not (isinstance(cls, type) and issubclass(cls, UDAModule)):
+        raise ValueError(f"uda.module={path} is not a subclass of src.uda.module.UDAModule")
+    return cls
+
+
+def build_module(cfg: dict, **kwargs: Any) -> UDAModule:
+    """Build the module class of ``uda.module`` from a resolved config (a plain dict)."""
+    return module_class(cfg)(cfg, **kwargs)
+
+
+def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> UDAModule:
+    """:func:`src.uda.module.load_module`, returned as the class its config names (``uda.module``)."""
+    module = load_image_module(path, map_location=map_location)
+    cls = module_class(module.cfg)
+    if type(module) is cls:
+        return module
+    rebuilt = cls(module.cfg, load_pretrained=False)
+    rebuilt.load_state_dict(module.state_dict())
+    rebuilt.eval()
+    return rebuilt

@@ -1,0 +1,167 @@
+"""TPS temporal pseudo-supervision: labels from earlier frames, warped forward, supervise a strong view.
+
+Source: video_uda.md §3.3 (TPS ``train_TPS``), udass.md §2.6.3 (the UDASS video copy of it). Target clip of
+four frames d = t, c = t−1, b = t−Δ, a = t−Δ−1 (Δ = ``data.interval``, 1 in every reference config, so
+b = c):
+
+1. **Weak view** (:meth:`weak_view`): frames b, a and the flow b→a, mirrored together with probability
+   ``flip_p`` = 0.5 per clip (the flow mirrored *and* its u negated, :func:`src.data.flow.flip_flow`).
+2. **Teacher** on (b, a, flow b→a) → P = softmax (the caller runs the two-frame teacher).
+3. **Cross-frame pseudo-labels** (:meth:`labels`): P is un-mirrored, then warped onto frame d's grid with
+   the flow d→b: ŷ = argmax warp(P, flow_{d→b}) at the logit resolution (the reference's ŷ_65, used by
+   L_TPS). For QuadMix (udass.md §2.6.3 "full-res PL"), P upsampled to the input resolution and warped
+   gives ŷ_d / conf_d, and the *unwarped* upsampled prediction gives ŷ_c / conf_c for the previous frame
+   (exact for Δ = 1, where b = c; for Δ > 1 it is the prediction of frame t−Δ, as in the reference).
+   No confidence threshold (TPS: ``TRAIN.THRESHOLD`` = 0 and unused; hard labels).
+4. **Strong view** (:meth:`strong_view`): the current pair (d, c) through our strong augmentation
+   (src/uda/augment.py, DACS colour jitter + blur) with **the same decisions and factors for both frames**
+   (the reference concatenates the two frames vertically and augments them as one image). Student on
+   (d̃, c̃, flow d→c).
+5. ``L_TPS = CE(student, ŷ)`` (:meth:`loss`), scaled by λ_T in the training step (udass.md §2.6.6).
+
+Reference quirks, documented and **not** reproduced by default:
+
+- ``flip_quirk=True``: the mirrored flow b→a is not negated in u (TPS issue #9 / DA-VSN #8) and the d→b warp
+  is applied to the still-mirrored P with the un-mirrored flow before un-mirroring (video_uda.md §3.3).
+- ``pil_wraparound=True``: the strong view of TPS goes through torchvision ``ToPILImage`` on a mean-subtracted
+  float tensor (×255 → uint8 wrap-around) and back through ``ToTensor`` ([0, 1] range), so the student sees
+  scrambled intensities; emulated as x ← (trunc(255·x) mod 256) / 255 after the augmentation.
+- ``key_confidence="logit"``: the previous-frame confidence conf_c is the max of the raw upsampled logits
+  instead of the max softmax probability (udass.md §2.6.3, "threshold on raw logits — quirk").
+- TPS's strong view is blur r∈{5,7,9} (p 0.6), ColorJitter(0.8,0.8,0.8,0.2) (p 0.8), RandomGrayscale (0.2)
+  and a 0.8-1.2 rescale (SYNTHIA); the VIPER scripts keep no photometric augmentation. We use the library's
+  strong augmentation (``augment``; null = none, the VIPER setting) and no rescale.
+
+All randomness goes through the explicit CPU ``torch.Generator`` of the step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from src.data.flow import flip_flow, warp
+from src.uda.augment import StrongAugment
+from src.uda.losses import weighted_cross_entropy
+
+KEY_CONFIDENCES = ("prob", "logit")
+
+
+@dataclass
+class CrossFramePseudoLabels:
+    """TPS pseudo-labels of the current frame (and of the key frame, for video QuadMix)."""
+
+    y: Tensor  # (B,h,w) long, argmax of the warped teacher probabilities at the teacher's logit resolution
+    y_full: Tensor  # (B,H,W) long, the same at the input resolution (ŷ_d)
+    p_full: Tensor  # (B,H,W) float32, its confidence (max warped probability, conf_d)
+    y_key: Tensor  # (B,H,W) long, unwarped prediction of frame t−Δ at the input resolution (ŷ_c)
+    p_key: Tensor  # (B,H,W) float32, its confidence (conf_c)
+
+
+def _mirror(x: Tensor, flipped: Tensor) -> Tensor:
+    """Mirror the samples of x (B,...,W) whose flag in ``flipped`` (B,) is set."""
+    f = flipped.to(x.device).view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(f, x.flip(-1), x)
+
+
+class TemporalPseudoSupervision:
+    """TPS cross-frame pseudo-labels and the strong current view (video_uda.md §3.3, udass.md §2.6.3).
+
+    Args:
+        flip_p: probability of mirroring the weak view (b, a, flow b→a), per clip (0.5).
+        flip_quirk: reproduce the reference's flip inconsistencies (see the module docstring).
+        augment: strong augmentation of the current pair, applied identically to both frames; None = none.
+        pil_wraparound: emulate the reference's ToPILImage wrap-around on the strong view (quirk, off).
+        key_confidence: ``"prob"`` (max softmax) or ``"logit"`` (reference quirk) for conf_c.
+        ignore_index: label value ignored by the loss (255).
+    """
+
+    def __init__(
+        self,
+        *,
+        flip_p: float = 0.5,
+        flip_quirk: bool = False,
+        augment: StrongAugment | None = None,
+        pil_wraparound: bool = False,
+        key_confidence: str = "prob",
+        ignore_index: int = 255,
+    ) -> None:
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
+        if key_confidence not in KEY_CONFIDENCES:
+            raise ValueError(f"key_confidence must be one of {KEY_CONFIDENCES}, got {key_confidence!r}")
+        self.flip_p = float(flip_p)
+        self.flip_quirk = bool(flip_quirk)
+        self.augment = augment
+        self.pil_wraparound = bool(pil_wraparound)
+        self.key_confidence = key_confidence
+        self.ignore_index = int(ignore_index)
+
+    # ------------------------------------------------------------------ 1. weak view
+    def weak_view(
+        self, x_k: Tensor, x_k_prev: Tensor, flow_k_prev: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(b, a, flow b→a) → the same, mirrored per clip with probability ``flip_p``; + flags (B,) bool."""
+        flipped = torch.rand(x_k.shape[0], generator=generator, dtype=torch.float64) < self.flip_p
+        flipped = flipped.to(x_k.device)
+        # a mirrored flow points the other way horizontally: u is negated (the quirk mirrors the field only)
+        mirrored = flip_flow(flow_k_prev, negate_u=not self.flip_quirk)
+        flow = torch.where(flipped.view(-1, 1, 1, 1), mirrored, flow_k_prev)
+        return _mirror(x_k, flipped), _mirror(x_k_prev, flipped), flow, flipped
+
+    # ------------------------------------------------------------------ 3. cross-frame pseudo-labels
+    @torch.no_grad()
+    def labels(
+        self, logits_k: Tensor, flow_k: Tensor, flipped: Tensor, size: tuple[int, int]
+    ) -> CrossFramePseudoLabels:
+        """Teacher logits of the weak view (B,C,h,w) + flow d→b (B,2,H,W) → pseudo-labels of frame d.
+
+        ``flipped``: the flags of :meth:`weak_view`; ``size``: the input resolution (H, W).
+        """
+        logits = logits_k.detach().float()
+        size = (int(size[0]), int(size[1]))
+        up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        probs, probs_up = torch.softmax(logits, dim=1), torch.softmax(up, dim=1)
+        if self.flip_quirk:  # warp in mirrored coordinates with the un-mirrored flow, then un-mirror
+            warped = _mirror(warp(probs, flow_k), flipped)
+            warped_up = _mirror(warp(probs_up, flow_k), flipped)
+        else:
+            warped = warp(_mirror(probs, flipped), flow_k)
+            warped_up = warp(_mirror(probs_up, flipped), flow_k)
+        up, probs_up = _mirror(up, flipped), _mirror(probs_up, flipped)
+        p_full, y_full = warped_up.max(dim=1)
+        p_key, y_key = probs_up.max(dim=1)
+        if self.key_confidence == "logit":
+            p_key = up.max(dim=1).values
+        return CrossFramePseudoLabels(
+            y=warped.argmax(dim=1), y_full=y_full, p_full=p_full, y_key=y_key, p_key=p_key
+        )
+
+    # ------------------------------------------------------------------ 4. strong view
+    def strong_view(self, x: Tensor, x_prev: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The current pair through the same strong augmentation (same decisions, same per-sample factors)."""
+        if self.augment is not None:
+            params = self.augment.draw(generator)
+            state = generator.get_state()
+            x = self.augment(x, params, generator)
+            generator.set_state(state)  # replay the same draws for frame t−1
+            x_prev = self.augment(x_prev, params, generator)
+        if self.pil_wraparound:
+            x, x_prev = (torch.remainder(torch.trunc(v * 255.0), 256.0) / 255.0 for v in (x, x_prev))
+        return x, x_prev
+
+    # ------------------------------------------------------------------ 5. loss
+    def loss(self, logits: Tensor, labels: CrossFramePseudoLabels, valid: Tensor | None = None) -> Tensor:
+        """CE of the student's two-frame logits against the hard cross-frame pseudo-label ŷ (no weighting).
+
+        ``valid`` (B,H,W) / (B,1,H,W): optional pseudo-label margin mask of the data pipeline, resized
+        (nearest) to ŷ and used as the pixel weight.
+        """
+        w = None
+        if valid is not None:
+            v = valid.unsqueeze(1) if valid.dim() == 3 else valid
+            w = F.interpolate(v.float(), size=labels.y.shape[-2:], mode="nearest")[:, 0]
+        return weighted_cross_entropy(logits, labels.y, w, ignore_index=self.ignore_index)
