@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src.uda.module import UDAModule
+from src.uda.video.module import VideoUDAModule, build_module
 from tests.conftest import CONF, ROOT, compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.endswith("_base"))
@@ -27,14 +28,71 @@ def test_experiment_composes(experiment):
 
 @pytest.mark.parametrize("uda", UDA_METHODS)
 def test_every_method_builds_its_module(uda):
-    """Each uda=<method> on a tiny model: all strategy objects instantiate from config."""
-    cfg = compose_cfg("train", [f"uda={uda}", "paths.output_dir=/tmp/x", "model.head_channels=16"])
-    module = UDAModule(OmegaConf.to_container(cfg, resolve=True))
-    assert (module.teacher is None) == (uda == "source_only")
+    """Each uda=<method> on a tiny model: all strategy objects instantiate from config (video methods, which
+    name their module class in uda.module, on the two-frame model)."""
+    overrides = [f"uda={uda}", "paths.output_dir=/tmp/x", "model.head_channels=16"]
+    if compose_cfg("train", overrides).uda.get("module"):
+        overrides.append("model=accel_daformer_mitb0")
+    cfg = compose_cfg("train", overrides)
+    module = build_module(OmegaConf.to_container(cfg, resolve=True))
+    assert (module.teacher is None) == uda.startswith("source_only")
     params = {id(p) for p in module.student.parameters()}
     opt = module.configure_optimizers()[0][0]
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert in_opt == params  # only the student is optimised (teacher and ImageNet encoder are frozen)
+
+
+VIDEO_EXPERIMENTS = {  # experiment: (module class, λ_T, rare set of video QuadMix) (udass.md §2.6-§2.7)
+    "udass_synthetic_video": (VideoUDAModule, 1.0, [4, 5, 6, 7, 12]),
+    "tps_synthetic_video": (VideoUDAModule, 1.0, None),
+    "source_only_synthetic_video": (VideoUDAModule, None, None),
+    "mic_synthetic_video": (UDAModule, None, None),
+    "udass_viper": (VideoUDAModule, 0.2, [3, 4, 5, 7, 13, 14]),
+    "udass_synthia_seq": (VideoUDAModule, 1.0, [3, 4, 5, 6, 10]),
+    "mic_viper": (UDAModule, None, None),
+    "omuda_viper": (UDAModule, None, None),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(VIDEO_EXPERIMENTS))
+def test_video_experiments_build_their_module(experiment):
+    """Video experiments compose on video data and build their module class (MiT-B5 swapped for a tiny
+    MiT-B0 of the same kind); the two-frame fusion layer has its own optimizer group."""
+    cls, lambda_t, rare = VIDEO_EXPERIMENTS[experiment]
+    cfg = compose_cfg("train", [f"experiment={experiment}", "paths.output_dir=/tmp/x"])
+    assert cfg.data.video and cfg.data.interval == 1
+    temporal = cfg.model.name.startswith("accel_")
+    assert temporal == (cls is VideoUDAModule)
+    small = "model=accel_daformer_mitb0" if temporal else "model=daformer_mitb0"
+    cfg = compose_cfg("train", [f"experiment={experiment}", "paths.output_dir=/tmp/x", small,
+                                "model.head_channels=16"])  # fmt: skip
+    module = build_module(OmegaConf.to_container(cfg, resolve=True))
+    assert type(module) is cls
+    if lambda_t is not None:
+        assert module.lambda_t == lambda_t
+    if rare is not None:
+        assert module.mix.source_rare_classes.tolist() == rare and module.mix.rare_paster.classes == rare
+    groups = {g["name"] for g in module.configure_optimizers()[0][0].param_groups}
+    assert ("fusion" in groups) == temporal
+
+
+def test_video_teacher_switch_composes():
+    """uda/teacher=switch (udass.md §2.5c) replaces the EMA teacher of a video method."""
+    from src.uda.video.teacher_switch import SwitchTeacher
+
+    cfg = compose_cfg("train", ["experiment=udass_synthetic_video", "uda/teacher=switch",
+                                "model.head_channels=16", "uda.teacher.switch_step=4000",
+                                "paths.output_dir=/x"])  # fmt: skip
+    module = build_module(OmegaConf.to_container(cfg, resolve=True))
+    assert isinstance(module.teacher, SwitchTeacher) and module.teacher.switch_step == 4000
+
+
+def test_video_module_needs_a_two_frame_model():
+    cfg = compose_cfg(
+        "train", ["experiment=udass_synthetic_video", "model=daformer_mitb0", "paths.output_dir=/x"]
+    )
+    with pytest.raises(ValueError, match="model=accel_daformer_mitb0"):
+        build_module(OmegaConf.to_container(cfg, resolve=True))
 
 
 def test_cli_overrides_win_over_the_experiment():
@@ -73,3 +131,87 @@ def test_default_experiment_is_source_only_synthetic():
     assert cfg.uda.name == "source_only" and cfg.data.name == "synthetic"
     assert cfg.model.name == "daformer_mitb0"
     assert Path(CONF / "experiment" / "source_only_synthetic.yaml").is_file()
+
+
+# ---------------------------------------------------------------- HRDA host (daformer_mic.md §3, issue 10)
+HRDA_REAL = sorted(p.stem for p in (CONF / "experiment").glob("*hrda_*.yaml")
+                   if not p.stem.endswith(("_base", "_synthetic")))  # fmt: skip
+HRDA_SYNTHETIC = sorted(p.stem for p in (CONF / "experiment").glob("*_hrda_synthetic.yaml"))
+
+
+def test_hrda_experiments_exist():
+    want = {f"{m}_hrda_{d}" for m in ("mic", "udass", "omuda") for d in ("gta", "synthia")}
+    assert want <= set(HRDA_REAL) and {"mic_hrda_synthetic", "udass_hrda_synthetic"} <= set(HRDA_SYNTHETIC)
+
+
+@pytest.mark.parametrize("experiment", HRDA_REAL)
+def test_hrda_experiments_carry_the_paper_settings(experiment):
+    """HRDA/MIC data pipeline and model (§3, §1.5, §1.7, §2): 1024 crops, 512 detail crop at 0.5 context,
+    margins instead of DAFormer's rows, RCS ratio 2.0, MIC/CAM blocks of 64, the 1024/512 sliding test."""
+    cfg = compose_cfg("train", [f"experiment={experiment}", "paths.output_dir=/tmp/x"])
+    h = cfg.model.hrda
+    assert cfg.model.name.startswith("hrda_") and h.lr_scale == 0.5 and list(h.hr_crop_size) == [512, 512]
+    assert h.crop_coord_divisible == 8 and h.hr_loss_weight == 0.1 and h.hr_slide_inference
+    assert list(cfg.data.crop_size) == [1024, 1024]
+    assert list(cfg.data.target_pseudo_margins) == [30, 240, 30, 30]
+    assert cfg.uda.pseudo.ignore_top == 0 and cfg.uda.pseudo.ignore_bottom == 0
+    assert cfg.uda.rcs.enabled and cfg.uda.rcs.min_crop_ratio == 2.0 and cfg.uda.fd
+    assert cfg.eval.mode == "slide" and list(cfg.eval.crop_size) == [1024, 1024]
+    assert list(cfg.eval.stride) == [512, 512] and cfg.trainer.max_steps == 40000
+    if cfg.uda.mask:
+        assert cfg.uda.mask.masker.block_size == 64
+
+
+@pytest.mark.parametrize("experiment", HRDA_SYNTHETIC)
+def test_hrda_synthetic_experiments_build_the_hrda_host(experiment):
+    """The synthetic HRDA setting is the paper's geometry / 8 and builds an HRDA student and teacher."""
+    from src.models.hrda import HRDASegmentor
+
+    overrides = [f"experiment={experiment}", "paths.output_dir=/tmp/x", "model.head_channels=16"]
+    cfg = compose_cfg("train", overrides)
+    assert list(cfg.data.crop_size) == [128, 128] and list(cfg.model.hrda.hr_crop_size) == [64, 64]
+    assert list(cfg.data.target_pseudo_margins) == [4, 30, 4, 4] and cfg.uda.mask.masker.block_size == 8
+    assert list(cfg.eval.crop_size) == [128, 128] and list(cfg.eval.stride) == [64, 64]
+    module = UDAModule(OmegaConf.to_container(cfg, resolve=True))
+    assert isinstance(module.student, HRDASegmentor) and isinstance(module.teacher.model, HRDASegmentor)
+    assert module.student.lr_scale == 0.5 and module.student.hr_slide_stride == (32, 32)
+
+
+VIDEO_DATA = {  # data config -> (classes, eval subsets)
+    "synthetic_video": (19, ["19"]),
+    "clip_folder": (19, ["all"]),
+    "viper_to_cityscapes_seq": (15, ["15"]),  # video_uda.md §1.4
+    "synthia_seq_to_cityscapes_seq": (12, ["11"]),  # 12 trained, 11 evaluated (§1.5)
+}
+
+
+@pytest.mark.parametrize("data", sorted(VIDEO_DATA))
+def test_video_data_configs_compose(data):
+    from hydra.utils import get_class
+
+    from src.data.classes import CITYSCAPES_CLASSES, SYNTHIA_SEQ12_CLASSES, VIPER15_CLASSES
+    from src.metrics.miou import resolve_subsets
+
+    extra = ["data.source_dir=/s", "data.target_dir=/t", "data.val_dir=/v"] if data == "clip_folder" else []
+    cfg = compose_cfg("train", [f"data={data}", "paths.output_dir=/tmp/x", *extra])
+    OmegaConf.resolve(cfg)
+    d = cfg.data
+    assert d.video is True and d._target_ == "src.data.video_datamodule.VideoUDADataModule"
+    n, subsets = VIDEO_DATA[data]
+    assert d.num_classes == n and list(d.eval_subsets) == subsets
+    names = {19: CITYSCAPES_CLASSES, 15: VIPER15_CLASSES, 12: SYNTHIA_SEQ12_CLASSES}[n]
+    assert tuple(d.class_names) == names
+    assert (
+        len(resolve_subsets(subsets, n)[subsets[0]]) == {"19": 19, "all": 19, "15": 15, "11": 11}[subsets[0]]
+    )
+    assert d.interval == 1 and d.flow.source == "files" and d.flow.tps_flip_quirk is False
+    for split in ("source", "target", "val"):
+        get_class(d[split]._target_)  # importable
+    assert d.val.get("labels", True) and d.target.labels is False
+
+
+def test_image_methods_compose_on_the_video_data():
+    cfg = compose_cfg(
+        "train", ["experiment=mic_synthetic", "data=synthetic_video", "paths.output_dir=/tmp/x"]
+    )
+    assert cfg.data.name == "synthetic_video" and cfg.uda.name == "mic" and cfg.data.video is True
