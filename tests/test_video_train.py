@@ -117,3 +117,17 @@ def test_other_video_experiments_train(video_cfg, experiment, losses):
     out = train(cfg)
     assert out["steps"] == 2 and 0.0 <= out["mIoU"] <= 100.0 and out["best_step"] == 2
     assert losses <= _metrics_header(cfg.paths.output_dir)
+
+
+def test_tps_start_delays_the_target_terms(video_cfg):
+    """uda.tps_start: before it the step is the source-only step (no L_TPS logged), the run still finishes."""
+    cfg = video_cfg(
+        "experiment=tps_synthetic_video",
+        "uda.tps_start=5",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+    )
+    out = train(cfg)
+    assert out["steps"] == 2
+    header = _metrics_header(cfg.paths.output_dir)
+    assert "train/loss_src" in header and "train/loss_tps" not in header

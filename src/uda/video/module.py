@@ -16,9 +16,12 @@ training and validation steps. One training step, in the order of the paper::
     L      = λ_T·(L_TPS + L_ST) + L_SS + L_src + 0.01·L_MMD                                      §2.6.6
     one optimizer step, then the lr schedule step.
 
-λ_T = ``uda.lambda_t`` (1.0 SYNTHIA-Seq, 0.2 VIPER, §2.7). Each part is optional by config: without a
-teacher the step is the two-frame source-only baseline, without ``uda.mix`` it is TPS (+ MMD). The
-reference's auxiliary-classifier terms (0.1·aux) do not exist for our models
+λ_T = ``uda.lambda_t`` (1.0 SYNTHIA-Seq, 0.2 VIPER, §2.7). ``uda.tps_start`` (default 0, the reference,
+whose teacher is a pre-trained TPS model) delays L_TPS and L_MMD to that step: a from-scratch teacher's
+hard, unfiltered cross-frame labels collapse the target predictions otherwise (README "Synthetic video
+benchmark"); the pseudo-labels are still computed for QuadMix's memory. Each part is optional by
+config: without a teacher the step is the two-frame source-only baseline, without ``uda.mix`` it is
+TPS (+ MMD). The reference's auxiliary-classifier terms (0.1·aux) do not exist for our models
 (src/models/temporal_aggregation.py).
 
 Validation and test (udass.md §2.8, video_uda.md §1.6): the fused prediction on (frame t, frame t−1, flow
@@ -88,6 +91,9 @@ class VideoUDAModule(UDAModule):
                 f"(got {type(self.mix).__name__})"
             )
         self.lambda_t = float(uda.get("lambda_t", 1.0))
+        self.tps_start = int(uda.get("tps_start", 0) or 0)
+        if self.tps_start < 0:
+            raise ValueError(f"uda.tps_start must be >= 0 (a step), got {self.tps_start}")
         self.mmd = _build(uda.get("mmd"))
         if self.mmd is not None and self.teacher is None:
             raise ValueError(
@@ -164,23 +170,24 @@ class VideoUDAModule(UDAModule):
                 x_st, xp_st = tps.strong_view(x_t, x_tp, g)
             logs["train/pseudo_confidence"] = pl.p_full.mean()
             self.keep_for_panel(x_t=x_t, y_t_hat=pl.y_full)
-            with stage("tps_fwd"):
-                logits_t = self.student.forward_clip(x_st, xp_st, tgt["flow"].float()).fused
-                loss_tps = tps.loss(logits_t, pl, tgt.get("valid"))
-            logs["train/loss_tps"] = (self.lambda_t * loss_tps).detach()
-            loss = loss + self.lambda_t * loss_tps
+            if t >= self.tps_start:
+                with stage("tps_fwd"):
+                    logits_t = self.student.forward_clip(x_st, xp_st, tgt["flow"].float()).fused
+                    loss_tps = tps.loss(logits_t, pl, tgt.get("valid"))
+                logs["train/loss_tps"] = (self.lambda_t * loss_tps).detach()
+                loss = loss + self.lambda_t * loss_tps
 
-            # L_MMD (§2.6.5): source vs temporally aggregated target class prototypes of the fused logits.
-            if self.mmd is not None:
-                with stage("mmd"):
-                    targets = [logits_t]
-                    if self.mmd.num_target_predictions == 2:  # the (t, t−Δ−1) pair, flow t→t−Δ−1
-                        _require(tgt, ("flow_kk",), "target")
-                        x_a = self._prep(tgt["img_k_prev"])
-                        targets.append(self.student.forward_clip(x_t, x_a, tgt["flow_kk"].float()).fused)
-                    loss_mmd = self.mmd.weight * self.mmd(logits_s, src.y, targets)
-                logs["train/loss_mmd"] = loss_mmd.detach()
-                loss = loss + loss_mmd
+                # L_MMD (§2.6.5): source vs temporally aggregated target class prototypes of the fused logits.
+                if self.mmd is not None:
+                    with stage("mmd"):
+                        targets = [logits_t]
+                        if self.mmd.num_target_predictions == 2:  # the (t, t−Δ−1) pair, flow t→t−Δ−1
+                            _require(tgt, ("flow_kk",), "target")
+                            x_a = self._prep(tgt["img_k_prev"])
+                            targets.append(self.student.forward_clip(x_t, x_a, tgt["flow_kk"].float()).fused)
+                        loss_mmd = self.mmd.weight * self.mmd(logits_s, src.y, targets)
+                    logs["train/loss_mmd"] = loss_mmd.detach()
+                    loss = loss + loss_mmd
 
             # Video QuadMix (§2.6.4): both mixed clips, frames, labels and flows mixed with the same masks.
             if self.mix is not None:
