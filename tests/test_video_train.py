@@ -25,7 +25,7 @@ TINY_VIDEO = [
     "data.num_workers=0",
 ]
 # QuadMix from the second step on; both MMD target pairs (t, t-1) and (t, t-Δ-1) (udass.md §2.6.5)
-UDASS_FAST = ["uda.mix.quadmix_start=1", "uda.mmd.target_weights=[0.5,0.5]"]
+UDASS_FAST = ["uda.mix.quadmix_start=1", "uda.mmd.target_weights=[0.5,0.5]", "uda.tps_start=0"]
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +100,7 @@ def test_udass_video_resume_matches_uninterrupted_run(video_cfg, tmp_path, video
 @pytest.mark.parametrize(
     "experiment, losses",
     [
-        ("tps_synthetic_video", {"train/loss_src", "train/loss_tps"}),
+        ("tps_synthetic_video uda.tps_start=0", {"train/loss_src", "train/loss_tps"}),
         ("source_only_synthetic_video", {"train/loss_src"}),
         ("mic_synthetic_video", {"train/loss_src", "train/loss_mix", "train/loss_mask", "train/loss_fd"}),
         # the reference's teacher switch: the frozen initial model at step 0, the student itself at step 1
