@@ -135,16 +135,18 @@ def warp(src: Tensor, flow: Tensor, *, mode: str = "bilinear") -> Tensor:
 
     ``flow`` (B, 2, H, W) may be at any resolution: it is resized to (h, w) with :func:`resize_flow` first.
     Bilinear sampling with border clamping (the reference ``Resample2d``); ``mode="nearest"`` for label maps.
+    Computed in float32 whatever the input dtype or autocast; returned in ``src``'s dtype.
     """
     if src.dim() != 4 or flow.dim() != 4 or flow.shape[1] != 2:
         raise ValueError(
             f"warp expects src (B,C,h,w) and flow (B,2,H,W), got {tuple(src.shape)}, {tuple(flow.shape)}"
         )
-    f = resize_flow(flow.to(src.dtype if src.is_floating_point() else torch.float32), src.shape[-2:])
-    grid = flow_grid(f)
-    x = src if src.is_floating_point() else src.float()
-    out = F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="border", align_corners=True)
-    return out if src.is_floating_point() else out.to(src.dtype)
+    # Always float32, autocast off: in bfloat16 the pixel coordinates of a 1024-wide map are off by up to
+    # 4 px. The result comes back in src's dtype.
+    with torch.autocast(device_type=src.device.type, enabled=False):
+        grid = flow_grid(resize_flow(flow.float(), src.shape[-2:]))
+        out = F.grid_sample(src.float(), grid, mode=mode, padding_mode="border", align_corners=True)
+    return out.to(src.dtype)
 
 
 # --------------------------------------------------------------------------------------------------

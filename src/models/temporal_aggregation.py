@@ -49,13 +49,6 @@ __all__ = ["ClipLogits", "TemporalSegmentor", "create_temporal_segmentor", "TEMP
 TEMPORAL_PREFIX = "accel_"
 
 
-def _warp32(src: Tensor, flow: Tensor) -> Tensor:
-    """``warp`` in float32 whatever the autocast / model dtype (in bfloat16 the pixel coordinates of a
-    1024-wide map are off by up to 4 px)."""
-    with torch.autocast(device_type=src.device.type, enabled=False):
-        return warp(src.float(), flow.float())
-
-
 class ClipLogits(NamedTuple):
     """Outputs of one two-frame forward, all at the same resolution (head's, or the input's with fusio)."""
 
@@ -128,7 +121,7 @@ class TemporalSegmentor(Segmentor):
         with torch.no_grad():  # the key frame never receives a gradient (udass.md §2.5a)
             previous = self(x_prev)
         if fusio_mask is None:
-            warped = _warp32(previous, flow)
+            warped = warp(previous, flow)
         else:
             size = x.shape[-2:]
             current = F.interpolate(current, size=size, mode="bilinear", align_corners=False)
@@ -137,7 +130,7 @@ class TemporalSegmentor(Segmentor):
             if tuple(m.shape[-2:]) != tuple(size):
                 raise ValueError(f"fusio_mask is {tuple(m.shape[-2:])}, the frames {tuple(size)}")
             m = m.to(device=current.device, dtype=current.dtype)
-            warped = _warp32(previous, flow).to(current.dtype) * (1.0 - m) + current * m
+            warped = warp(previous, flow).to(current.dtype) * (1.0 - m) + current * m
         return ClipLogits(fused=self.fuse(current, warped), current=current, previous=warped)
 
     def predict_clip(self, x: Tensor, x_prev: Tensor, flow: Tensor) -> Tensor:
