@@ -131,3 +131,34 @@ def test_tps_start_delays_the_target_terms(video_cfg):
     assert out["steps"] == 2
     header = _metrics_header(cfg.paths.output_dir)
     assert "train/loss_src" in header and "train/loss_tps" not in header
+
+
+def test_cnn_student_trains_with_aux_terms_histogram_matching_and_rescale(video_cfg, monkeypatch):
+    """The reference CNN recipe: 0.1·aux on L_src and L_TPS (udass.md §2.6.6), source frames histogram-matched
+    to the target frame (§2.6.1), TPS's rescaled student pair (video_uda.md §3.3)."""
+    from src.uda.video import module as video_module
+    from src.uda.video import tps as tps_module
+
+    calls = {"aux": 0, "match": 0}
+    with_aux = VideoUDAModule.with_aux
+
+    def spy_aux(self, main, out, y, *args):
+        calls["aux"] += out.aux is not None and self.aux_weight == 0.1
+        return with_aux(self, main, out, y, *args)
+
+    match = tps_module.match_histograms
+
+    def spy_match(x, ref):
+        calls["match"] += 1
+        return match(x, ref)
+
+    monkeypatch.setattr(VideoUDAModule, "with_aux", spy_aux)
+    monkeypatch.setattr(video_module, "match_histograms", spy_match)
+    cfg = video_cfg("experiment=tps_synthetic_video", "uda.tps_start=0", "model=accel_deeplabv2_r101",
+                    "model.name=accel_deeplabv2_r50", "model.head_channels=null",
+                    "uda.source_histogram_match=true", "uda.pseudo.rescale=[0.8,1.2]", "trainer.max_steps=2",
+                    "trainer.val_check_interval=2")  # fmt: skip
+    out = train(cfg)
+    assert out["steps"] == 2 and 0.0 <= out["mIoU"] <= 100.0
+    assert calls["aux"] == 4 and calls["match"] == 4  # source + TPS per step; cf and kf per step
+    assert {"train/loss_src", "train/loss_tps"} <= _metrics_header(cfg.paths.output_dir)

@@ -12,8 +12,11 @@ segmentor of ``src.models``: DeepLabV2, MiT + DAFormer head) sees the current fr
     z    = SF([z_t, ẑ_k])                    SF = 1x1 conv 2C→C without bias, initialised to [I | 0]
 
 so at initialisation the fused output *is* the current-frame output (the network starts as its
-single-frame self and learns how much of the warped past to use). Warping happens at the logit resolution
-(the flow is resized to it and its components scaled, video_uda.md §2.3).
+single-frame self and learns how much of the warped past to use). An optional auxiliary classifier
+(``aux_head``, the CNN student's ``layer5``: DeepLabV2 ASPP with dilations 6/12/18/24 on layer3, udass.md
+§2.5a) gets the same treatment with the same fusion layer: ``aux = SF([aux_t, warp(aux_{t−1})])``; the
+video module adds ``uda.aux_weight`` (0.1) times its losses (udass.md §2.6.6). Warping happens at the logit
+resolution (the flow is resized to it and its components scaled, video_uda.md §2.3).
 
 ``fusio`` (udass.md §2.5a, used for the QuadMix mixed clips): all maps are first upsampled to the input
 resolution, warped there, and inside the pasted long-tail mask M (objects pasted identically into both
@@ -22,9 +25,8 @@ current-frame map: ``z = SF([z_t, ẑ_k·(1−M) + z_t·M])``. Upsampling is bil
 ``align_corners=False`` like ``Segmentor.predict``.
 
 The same fused output is used at training and at test time (video_uda.md §2.3: "val also needs the t→t−1
-flow and frame t−1"). Differences from the reference: no auxiliary (layer3) classifier for DeepLabV2 (our
-DeepLabV2 is the single-head "dlv2red" host, and the ViT student of the reference has none either), so the
-``0.1·aux`` loss terms of udass.md §2.6.6 are absent.
+flow and frame t−1"). The reference's main CNN classifier is a "proda" head started at random over a TPS
+checkpoint; ours is the DeepLabV2 host's, and the ViT student (like the reference's) has no aux branch.
 
 The fusion layer is named ``sf_layer`` (the reference name): ``src.optim.param_groups`` puts it into its
 own parameter group ``fusion`` with ``lr × fusion_lr_mult`` (udass.md §2.5a: backbone lr, sf_layer lr,
@@ -41,6 +43,7 @@ from torch import Tensor, nn
 
 from src.data.flow import warp
 from src.models.factory import SEGMENTOR_NAMES, create_segmentor
+from src.models.heads.deeplabv2 import DeepLabV2Head
 from src.models.segmentor import Segmentor
 
 __all__ = ["ClipLogits", "TemporalSegmentor", "create_temporal_segmentor", "TEMPORAL_PREFIX"]
@@ -55,6 +58,7 @@ class ClipLogits(NamedTuple):
     fused: Tensor  # SF([current, previous]) (B,C,h,w), the prediction
     current: Tensor  # current-frame logits (with gradient)
     previous: Tensor  # warped previous-frame logits (no gradient; inside a fusio mask: the current ones)
+    aux: Tensor | None = None  # SF([aux current, warped aux previous]) of the auxiliary classifier, if any
 
 
 class TemporalSegmentor(Segmentor):
@@ -67,12 +71,21 @@ class TemporalSegmentor(Segmentor):
     Args:
         backbone, head, num_classes: as :class:`Segmentor`.
         fusion_lr_mult: learning-rate multiplier of the fusion layer's parameter group (``src.optim``).
+        aux_head: optional auxiliary classifier on the backbone features (udass.md §2.5a ``layer5``); its
+            name contains ``head``, so it gets the heads' 10x learning rate.
     """
 
     def __init__(
-        self, *, backbone: nn.Module, head: nn.Module, num_classes: int, fusion_lr_mult: float = 1.0
+        self,
+        *,
+        backbone: nn.Module,
+        head: nn.Module,
+        num_classes: int,
+        fusion_lr_mult: float = 1.0,
+        aux_head: nn.Module | None = None,
     ) -> None:
         super().__init__(backbone=backbone, head=head, num_classes=num_classes)
+        self.aux_head = aux_head
         if fusion_lr_mult < 0:
             raise ValueError(f"fusion_lr_mult must be >= 0, got {fusion_lr_mult}")
         self.fusion_lr_mult = float(fusion_lr_mult)
@@ -80,13 +93,16 @@ class TemporalSegmentor(Segmentor):
         self.reset_fusion()
 
     @classmethod
-    def from_segmentor(cls, segmentor: Segmentor, *, fusion_lr_mult: float = 1.0) -> TemporalSegmentor:
+    def from_segmentor(
+        cls, segmentor: Segmentor, *, fusion_lr_mult: float = 1.0, aux_head: nn.Module | None = None
+    ) -> TemporalSegmentor:
         """Wrap a built segmentor (its backbone and head modules are shared, not copied)."""
         return cls(
             backbone=segmentor.backbone,
             head=segmentor.head,
             num_classes=segmentor.num_classes,
             fusion_lr_mult=fusion_lr_mult,
+            aux_head=aux_head,
         )
 
     @torch.no_grad()
@@ -117,21 +133,37 @@ class TemporalSegmentor(Segmentor):
             raise ValueError(
                 f"forward_clip: flow must be (B,2,H,W) for B={x.shape[0]}, got {tuple(flow.shape)}"
             )
-        current = self(x)
+        current, current_aux = self._frame_logits(x)
         with torch.no_grad():  # the key frame never receives a gradient (udass.md §2.5a)
-            previous = self(x_prev)
-        if fusio_mask is None:
-            warped = warp(previous, flow)
-        else:
-            size = x.shape[-2:]
-            current = F.interpolate(current, size=size, mode="bilinear", align_corners=False)
-            previous = F.interpolate(previous, size=size, mode="bilinear", align_corners=False)
+            previous, previous_aux = self._frame_logits(x_prev)
+        m = None
+        if fusio_mask is not None:
             m = fusio_mask.unsqueeze(1) if fusio_mask.dim() == 3 else fusio_mask
-            if tuple(m.shape[-2:]) != tuple(size):
-                raise ValueError(f"fusio_mask is {tuple(m.shape[-2:])}, the frames {tuple(size)}")
-            m = m.to(device=current.device, dtype=current.dtype)
-            warped = warp(previous, flow).to(current.dtype) * (1.0 - m) + current * m
-        return ClipLogits(fused=self.fuse(current, warped), current=current, previous=warped)
+            if tuple(m.shape[-2:]) != tuple(x.shape[-2:]):
+                raise ValueError(f"fusio_mask is {tuple(m.shape[-2:])}, the frames {tuple(x.shape[-2:])}")
+        current, warped = self._warp_previous(current, previous, flow, m)
+        aux = None
+        if current_aux is not None:
+            aux = self.fuse(*self._warp_previous(current_aux, previous_aux, flow, m))
+        return ClipLogits(fused=self.fuse(current, warped), current=current, previous=warped, aux=aux)
+
+    def _frame_logits(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Main and (if any) auxiliary logits of one frame, from one backbone pass."""
+        feats = self.extract_feat(x)
+        return self.decode(feats), (None if self.aux_head is None else self.aux_head(feats))
+
+    @staticmethod
+    def _warp_previous(
+        current: Tensor, previous: Tensor, flow: Tensor, m: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """(current, warped previous) at the head's resolution, or in fusio mode (mask m) at m's."""
+        if m is None:
+            return current, warp(previous, flow)
+        size = m.shape[-2:]
+        current = F.interpolate(current, size=size, mode="bilinear", align_corners=False)
+        previous = F.interpolate(previous, size=size, mode="bilinear", align_corners=False)
+        m = m.to(device=current.device, dtype=current.dtype)
+        return current, warp(previous, flow).to(current.dtype) * (1.0 - m) + current * m
 
     def predict_clip(self, x: Tensor, x_prev: Tensor, flow: Tensor) -> Tensor:
         """Fused logits bilinearly upsampled to the input's H, W (align_corners=False), like ``predict``."""
@@ -177,12 +209,15 @@ def create_temporal_segmentor(
     drop_path_rate: float | None = None,
     checkpoint_encoder: bool = False,
     fusion_lr_mult: float = 1.0,
+    aux_head: bool = False,
+    aux_dilations: tuple[int, ...] = (6, 12, 18, 24),
 ) -> TemporalSegmentor:
     """The two-frame model around a segmentor of :func:`src.models.factory.create_segmentor`.
 
     ``name``: ``accel_<segmentor>`` (``accel_daformer_mitb5``, ``accel_deeplabv2_r101``, ...) or a plain
     segmentor name (not an ``hrda_*`` one: the HRDA host has its own multi-resolution forward); the other
-    arguments are those of ``create_segmentor`` plus ``fusion_lr_mult``.
+    arguments are those of ``create_segmentor`` plus ``fusion_lr_mult`` and ``aux_head`` (DeepLabV2 only: the
+    CNN student's layer3 classifier, an ASPP sum with ``aux_dilations``, udass.md §2.5a).
     """
     inner = name[len(TEMPORAL_PREFIX) :] if name.startswith(TEMPORAL_PREFIX) else name
     if inner not in SEGMENTOR_NAMES or inner.startswith("hrda_"):
@@ -196,4 +231,16 @@ def create_temporal_segmentor(
         drop_path_rate=drop_path_rate,
         checkpoint_encoder=checkpoint_encoder,
     )
-    return TemporalSegmentor.from_segmentor(seg, fusion_lr_mult=fusion_lr_mult)
+    aux: nn.Module | None = None
+    if aux_head:
+        if not inner.startswith("deeplabv2_"):
+            raise ValueError(
+                f"model.aux_head=true: the auxiliary layer3 classifier is the CNN student's (udass.md "
+                f"§2.5a); {name} has none (the reference ViT student has no aux branch either): set "
+                f"model.aux_head=false"
+            )
+        channels = list(seg.backbone.out_channels)  # type: ignore[arg-type]
+        aux = DeepLabV2Head(
+            in_channels=channels[-2], num_classes=num_classes, dilations=tuple(aux_dilations), in_index=-2
+        )
+    return TemporalSegmentor.from_segmentor(seg, fusion_lr_mult=fusion_lr_mult, aux_head=aux)

@@ -177,3 +177,32 @@ def test_warping_stays_exact_under_bfloat16_autocast():
         out = m.forward_clip(torch.zeros_like(x_prev), x_prev, _shift_flow(1, 2, w, 4.0)).fused
     err = (out[..., : w - 4].float() - x_prev[..., 4:]).abs().max()
     assert float(err) < 0.05  # bf16 rounding of the values only (a whole-pixel error would be >= 1)
+
+
+def test_cnn_student_auxiliary_classifier_is_fused_like_the_main_one():
+    """udass.md §2.5a: layer5 = ASPP (6,12,18,24) on layer3, fused by the same sf_layer ([I | 0] at init)."""
+    torch.manual_seed(0)
+    m = create_temporal_segmentor(name="accel_deeplabv2_r50", num_classes=4, aux_head=True).eval()
+    assert m.aux_head.in_index == -2 and m.aux_head.dilations == (6, 12, 18, 24)
+    assert m.aux_head.in_channels == 1024
+    x, x_prev = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    flow = _shift_flow(1, 32, 32, 2.0)
+    with torch.no_grad():
+        out = m.forward_clip(x, x_prev, flow)
+        feats = m.extract_feat(x)
+        assert torch.allclose(out.aux, m.aux_head(feats), atol=1e-5)  # [I | 0]: the current aux logits
+        _use_previous_only(m)
+        out = m.forward_clip(x, x_prev, flow)
+        from src.data.flow import warp
+
+        assert torch.allclose(out.aux, warp(m.aux_head(m.extract_feat(x_prev)), flow), atol=1e-5)
+    groups = {g["name"]: g for g in param_groups(m, lr=1.0, weight_decay=0.0, head_lr_mult=10.0)}
+    head_ids = {id(p) for p in groups["head"]["params"]}
+    assert all(id(p) in head_ids for p in m.aux_head.parameters())  # classifiers at 10x lr (§2.5a)
+    plain = create_temporal_segmentor(name="accel_deeplabv2_r50", num_classes=4)
+    assert plain.aux_head is None and plain.forward_clip(x, x_prev, flow).aux is None
+
+
+def test_auxiliary_classifier_is_refused_for_the_vit_student():
+    with pytest.raises(ValueError, match="model.aux_head=false"):
+        create_temporal_segmentor(name="accel_daformer_mitb0", num_classes=4, aux_head=True)

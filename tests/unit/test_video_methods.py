@@ -379,3 +379,58 @@ def test_best_checkpoint_keeps_the_best_validation_by_the_protocol_subset():
     plain.on_validation_end(SimpleNamespace(sanity_checking=False, global_step=7), module)
     assert plain.results()["best_selected_by"] == "mIoU" and plain.results()["best_step"] == 7
     assert BestCheckpoint().results() == {}
+
+
+def _numpy_match_histograms(src, ref):
+    """skimage.exposure.match_histograms, channel by channel (video_uda.md §3.3 step 1), in numpy."""
+    import numpy as np
+
+    out = np.empty_like(src, dtype=np.float64)
+    for c in range(src.shape[0]):
+        s, r = src[c].ravel(), ref[c].ravel()
+        values, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+        t_values, t_counts = np.unique(r, return_counts=True)
+        q, tq = np.cumsum(counts) / s.size, np.cumsum(t_counts) / r.size
+        out[c] = np.interp(q, tq, t_values)[inverse].reshape(src[c].shape)
+    return out
+
+
+def test_match_histograms_equals_the_cdf_matching_of_skimage():
+    from src.uda.video.tps import match_histograms
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (2, 3, 12, 16), generator=g).float()
+    ref = (torch.rand(2, 3, 9, 20, generator=g) ** 3 * 255).round()  # another size, another distribution
+    out = match_histograms(x, ref)
+    for b in range(2):
+        expected = _numpy_match_histograms(x[b].numpy(), ref[b].numpy())
+        assert torch.allclose(out[b].double(), torch.from_numpy(expected), atol=1e-3)
+    # equal sizes and distinct source values: the output takes exactly the reference's values
+    x1 = torch.randperm(48, generator=g).float().view(1, 1, 6, 8)
+    r1 = torch.rand(1, 1, 6, 8, generator=g)
+    assert torch.allclose(match_histograms(x1, r1).flatten().sort().values, r1.flatten().sort().values)
+    # a common per-channel increasing affine map (the normalisation) commutes with the matching
+    a = torch.tensor([0.5, 2.0, 1.0]).view(1, 3, 1, 1)
+    assert torch.allclose(match_histograms(x * a - 3, ref * a - 3), out * a - 3, atol=1e-3)
+    with pytest.raises(ValueError, match="same channels"):
+        match_histograms(x, ref[:, :2])
+
+
+def test_tps_rescale_view_scales_frames_and_flow_by_one_factor():
+    tps = TemporalPseudoSupervision(rescale=(0.8, 1.2))
+    x, xp = torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96)
+    flow = _flow(2, 64, 96, 4.0, -2.0)
+    sizes = set()
+    for seed in range(6):
+        a, b, f = tps.rescale_view(x, xp, flow, _gen(seed))
+        h, w = a.shape[-2:]
+        sizes.add((h, w))
+        assert a.shape == b.shape and f.shape[-2:] == (h, w) and h % 8 == 0 and w % 8 == 0
+        assert 0.8 * 64 - 4 <= h <= 1.2 * 64 + 4 and 0.8 * 96 - 4 <= w <= 1.2 * 96 + 4
+        assert torch.allclose(f[:, 0], torch.full_like(f[:, 0], 4.0 * w / 96))  # pixels of the new grid
+        assert torch.allclose(f[:, 1], torch.full_like(f[:, 1], -2.0 * h / 64))
+    assert len(sizes) > 1
+    off = TemporalPseudoSupervision()
+    assert all(v is u for v, u in zip(off.rescale_view(x, xp, flow, _gen()), (x, xp, flow), strict=True))
+    with pytest.raises(ValueError, match="uda.pseudo.rescale"):
+        TemporalPseudoSupervision(rescale=(1.2, 0.8))

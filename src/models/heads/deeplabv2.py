@@ -9,6 +9,10 @@ inside its summation loop, so only the first two of (6, 12, 18, 24) are used, an
 ``deeplabv2red`` configs reproduce that (comment in DAFormer ``experiments.py``). Pass
 ``dilations=(6, 12, 18, 24)`` for the head of the original DeepLabV2 paper.
 
+``in_index`` picks the backbone map the head reads (-1, the last); the two-frame CNN student's auxiliary
+classifier (udass.md §2.5a, ``layer5``) is this head with dilations (6, 12, 18, 24) on layer3
+(``in_index=-2``, 1024 channels for ResNet-101).
+
 ``forward_embedding`` returns the input feature map itself (the head has no hidden layer, so the backbone's
 last map, 2048 channels at stride 8 for ResNet-101, is the decoder embedding) and ``classify`` applies the
 summed ASPP; methods that mix decoder embeddings mix these backbone features.
@@ -30,10 +34,14 @@ class DeepLabV2Head(nn.Module):
         in_channels: channels of the last backbone map (2048 for ResNet-50/101).
         num_classes: output classes.
         dilations: ASPP dilations; (6, 12) reference default, (6, 12, 18, 24) original DeepLabV2.
+        in_index: index of the backbone feature map the head reads (-1 = the last).
     """
 
-    def __init__(self, *, in_channels: int, num_classes: int, dilations: Sequence[int] = (6, 12)) -> None:
+    def __init__(
+        self, *, in_channels: int, num_classes: int, dilations: Sequence[int] = (6, 12), in_index: int = -1
+    ) -> None:
         super().__init__()
+        self.in_index = int(in_index)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.channels = in_channels  # width of the embedding returned by forward_embedding
@@ -48,7 +56,7 @@ class DeepLabV2Head(nn.Module):
 
     def forward_embedding(self, feats: Sequence[Tensor] | Tensor) -> Tensor:
         """The decoder embedding is the last backbone feature map itself (no hidden decoder layer)."""
-        return feats if isinstance(feats, Tensor) else feats[-1]
+        return feats if isinstance(feats, Tensor) else feats[self.in_index]
 
     def classify(self, embedding: Tensor) -> Tensor:
         out = self.aspp_modules[0](embedding)

@@ -7,22 +7,27 @@ logging and checkpointing (QuadMix memory included) are the image module's; this
 training and validation steps. One training step, in the order of the paper::
 
     teacher.update(student, t)                                  EMA (default) or the reference's switch
-    L_src  = CE(f(S^cf, S^kf, F^S), Y^cf)                       fused two-frame source loss      §2.6.2
+    S      = match_histograms(S, d)      (option)               TPS source preprocessing         §2.6.1
+    L_src  = CE(f(S^cf, S^kf, F^S), Y^cf) + 0.1·CE(aux)         fused two-frame source loss      §2.6.2
     ŷ      = warp(T(b, a, flow b→a), flow d→b)                  TPS cross-frame pseudo-labels    §2.6.3
-    L_TPS  = CE(f(d̃, c̃, flow d→c), ŷ)                           strong view of the current pair
+    L_TPS  = CE(f(d̃, c̃, flow d→c), ŷ) + 0.1·CE(aux, ŷ_aux)      strong view of the current pair
     L_MMD  = MMD(protos(f(S)), ½ protos(f(d̃,c̃)) + ½ protos(f(d, a, flow d→a)))                §2.6.5
     SS, ST = video QuadMix(current clips, memory)                                                §2.6.4
     L_SS   = CE(f_fusio(SS), Y_SS),  L_ST = CE(f_fusio(ST), Y_ST)
     L      = λ_T·(L_TPS + L_ST) + L_SS + L_src + 0.01·L_MMD                                      §2.6.6
     one optimizer step, then the lr schedule step.
 
+The 0.1·aux terms (``uda.aux_weight``) exist when the model has the CNN student's auxiliary classifier
+(``model.aux_head=true``, accel_deeplabv2_r101; udass.md §2.5a); ŷ_aux is the TPS label of the teacher's
+fused auxiliary output. ``uda.source_histogram_match`` matches the source frames' histograms to the
+current target frame (TPS, udass.md §2.6.1; off by default).
+
 λ_T = ``uda.lambda_t`` (1.0 SYNTHIA-Seq, 0.2 VIPER, §2.7). ``uda.tps_start`` (default 0, the reference,
 whose teacher is a pre-trained TPS model) delays L_TPS and L_MMD to that step: a from-scratch teacher's
 hard, unfiltered cross-frame labels collapse the target predictions otherwise (README "Synthetic video
 benchmark"); the pseudo-labels are still computed for QuadMix's memory. Each part is optional by
 config: without a teacher the step is the two-frame source-only baseline, without ``uda.mix`` it is
-TPS (+ MMD). The reference's auxiliary-classifier terms (0.1·aux) do not exist for our models
-(src/models/temporal_aggregation.py).
+TPS (+ MMD).
 
 Validation and test (udass.md §2.8, video_uda.md §1.6): the fused prediction on (frame t, frame t−1, flow
 t→t−1), upsampled to the full-resolution labels; whole or sliding-window inference (``eval.mode``) with
@@ -34,17 +39,18 @@ Hooks: ``uda.module: src.uda.video.module.VideoUDAModule`` selects this class; :
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import get_class
 
-from src.models.temporal_aggregation import ClipPredictor
+from src.models.temporal_aggregation import ClipLogits, ClipPredictor
 from src.uda.losses import weighted_cross_entropy
 from src.uda.module import UDAModule, _build
 from src.uda.module import load_module as load_image_module
-from src.uda.video.tps import TemporalPseudoSupervision
+from src.uda.video.tps import TemporalPseudoSupervision, match_histograms
 from src.uda.video.video_quadmix import Clip, VideoQuadMix
 
 SOURCE_KEYS = ("img", "img_prev", "gt", "flow")
@@ -94,6 +100,8 @@ class VideoUDAModule(UDAModule):
         self.tps_start = int(uda.get("tps_start", 0) or 0)
         if self.tps_start < 0:
             raise ValueError(f"uda.tps_start must be >= 0 (a step), got {self.tps_start}")
+        self.aux_weight = float(uda.get("aux_weight", 0.1))
+        self.source_histogram_match = bool(uda.get("source_histogram_match", False))
         self.mmd = _build(uda.get("mmd"))
         if self.mmd is not None and self.teacher is None:
             raise ValueError(
@@ -111,14 +119,20 @@ class VideoUDAModule(UDAModule):
                     y_prev=y_prev)  # fmt: skip
 
     @torch.no_grad()
-    def teacher_clip_logits(self, x: torch.Tensor, x_prev: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        """The teacher's fused two-frame logits (head resolution), in pseudo-label mode, without gradient."""
+    def teacher_clip_logits(self, x: torch.Tensor, x_prev: torch.Tensor, flow: torch.Tensor) -> ClipLogits:
+        """The teacher's two-frame outputs (fused, and fused aux if any; head resolution), no gradient."""
         teacher = self.teacher
         if hasattr(teacher, "pseudo_label_model"):  # the reference's switch: frozen model, then the student
             with teacher.pseudo_label_model() as model:
-                return model.forward_clip(x, x_prev, flow).fused
+                return model.forward_clip(x, x_prev, flow)
         teacher.set_pseudo_label_mode()
-        return teacher.model.forward_clip(x, x_prev, flow).fused
+        return teacher.model.forward_clip(x, x_prev, flow)
+
+    def with_aux(self, main: torch.Tensor, out: ClipLogits, y: torch.Tensor, loss_fn=weighted_cross_entropy):
+        """``main + aux_weight · loss_fn(out.aux, y)`` when the model has an auxiliary classifier (§2.6.6)."""
+        if out.aux is None or self.aux_weight == 0:
+            return main
+        return main + self.aux_weight * loss_fn(out.aux, y)
 
     def clip_loss(self, x: torch.Tensor, x_prev: torch.Tensor, flow: torch.Tensor, y: torch.Tensor,
                   fusio_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
@@ -138,8 +152,11 @@ class VideoUDAModule(UDAModule):
         stage = self.timer
         logs: dict[str, torch.Tensor] = {}
         src = self.source_clip(batch["source"])
-        self.keep_for_panel(x_s=src.x, y_s=src.y)  # image panels: no-op unless requested
         has_target = self.teacher is not None and "target" in batch
+        if self.source_histogram_match and "target" in batch:  # TPS source preprocessing (§2.6.1)
+            d = self._prep(batch["target"]["img"])
+            src = replace(src, x=match_histograms(src.x, d), x_prev=match_histograms(src.x_prev, d))
+        self.keep_for_panel(x_s=src.x, y_s=src.y)  # image panels: no-op unless requested
 
         if self.teacher is not None:
             with stage("ema_update"):
@@ -147,8 +164,9 @@ class VideoUDAModule(UDAModule):
 
         # L_src: the fused two-frame prediction on the labelled source clip (§2.6.2).
         with stage("source_fwd"):
-            logits_s = self.student.forward_clip(src.x, src.x_prev, src.flow).fused
-            loss_src = weighted_cross_entropy(logits_s, src.y)
+            out_s = self.student.forward_clip(src.x, src.x_prev, src.flow)
+            logits_s = out_s.fused
+            loss_src = self.with_aux(weighted_cross_entropy(logits_s, src.y), out_s, src.y)
         logs["train/loss_src"] = loss_src.detach()
         loss = loss_src
         mixes = []
@@ -164,16 +182,26 @@ class VideoUDAModule(UDAModule):
                 x_k, x_kp, f_kp, flipped = tps.weak_view(
                     self._prep(tgt["img_k"]), self._prep(tgt["img_k_prev"]), tgt["flow_k_prev"].float(), g
                 )
-                logits_k = self.teacher_clip_logits(x_k, x_kp, f_kp)
+                out_k = self.teacher_clip_logits(x_k, x_kp, f_kp)
             with stage("pseudo_label"):
-                pl = tps.labels(logits_k, tgt["flow_k"].float(), flipped, tuple(x_t.shape[-2:]))
+                pl = tps.labels(out_k.fused, tgt["flow_k"].float(), flipped, tuple(x_t.shape[-2:]))
+                pl_aux = None
+                if out_k.aux is not None:  # ŷ_aux: the same TPS labels from the teacher's aux output
+                    pl_aux = tps.labels(out_k.aux, tgt["flow_k"].float(), flipped, tuple(x_t.shape[-2:]))
                 x_st, xp_st = tps.strong_view(x_t, x_tp, g)
             logs["train/pseudo_confidence"] = pl.p_full.mean()
             self.keep_for_panel(x_t=x_t, y_t_hat=pl.y_full)
             if t >= self.tps_start:
                 with stage("tps_fwd"):
-                    logits_t = self.student.forward_clip(x_st, xp_st, tgt["flow"].float()).fused
+                    # the student's pair: TPS's random rescale when configured (uda.pseudo.rescale)
+                    x_in, xp_in, f_in = tps.rescale_view(x_st, xp_st, tgt["flow"].float(), g)
+                    out_t = self.student.forward_clip(x_in, xp_in, f_in)
+                    logits_t = out_t.fused
                     loss_tps = tps.loss(logits_t, pl, tgt.get("valid"))
+                    if pl_aux is not None:
+                        loss_tps = self.with_aux(
+                            loss_tps, out_t, pl_aux, lambda z, p: tps.loss(z, p, tgt.get("valid"))
+                        )
                 logs["train/loss_tps"] = (self.lambda_t * loss_tps).detach()
                 loss = loss + self.lambda_t * loss_tps
 

@@ -30,7 +30,16 @@ Reference quirks, documented and **not** reproduced by default:
   instead of the max softmax probability (udass.md §2.6.3, "threshold on raw logits — quirk").
 - TPS's strong view is blur r∈{5,7,9} (p 0.6), ColorJitter(0.8,0.8,0.8,0.2) (p 0.8), RandomGrayscale (0.2)
   and a 0.8-1.2 rescale (SYNTHIA); the VIPER scripts keep no photometric augmentation. We use the library's
-  strong augmentation (``augment``; null = none, the VIPER setting) and no rescale.
+  strong augmentation (``augment``; null = none, the VIPER setting).
+
+Options that follow TPS (video_uda.md §3.3), off in the UDASS configs (udass.md §2.6.3 removed the rescale):
+
+- ``rescale=(0.8, 1.2)``: the student's pair (and its flow d→c, components scaled) resized by one factor
+  s ~ U[lo, hi) per step, the size rounded to a multiple of 8 (:meth:`rescale_view`); the prediction is
+  resized back to the pseudo-label's size by the loss. QuadMix still mixes the un-rescaled strong view.
+- :func:`match_histograms` (``uda.source_histogram_match``, step 1 of §3.3 / udass.md §2.6.1): the source
+  frames histogram-matched, channel by channel, to the raw current target frame before the source loss
+  (``skimage.exposure.match_histograms`` with ``multichannel=True``, re-implemented in torch).
 
 All randomness goes through the explicit CPU ``torch.Generator`` of the step.
 """
@@ -43,11 +52,54 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from src.data.flow import flip_flow, warp
+from src.data.flow import flip_flow, resize_flow, warp
 from src.uda.augment import StrongAugment
 from src.uda.losses import weighted_cross_entropy
 
 KEY_CONFIDENCES = ("prob", "logit")
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """``numpy.interp`` for 1-D tensors: xp increasing; values outside [xp[0], xp[-1]] clamp to fp's ends."""
+    i = torch.searchsorted(xp, x).clamp(1, xp.numel() - 1) if xp.numel() > 1 else None
+    if i is None:
+        return fp.expand_as(x).clone()
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    t = ((x - x0) / (x1 - x0).clamp_min(torch.finfo(x.dtype).tiny)).clamp(0.0, 1.0)
+    return f0 + t * (f1 - f0)
+
+
+@torch.no_grad()
+def match_histograms(x: Tensor, reference: Tensor) -> Tensor:
+    """Match the histogram of each image of x (B,C,H,W) to the same-index image of ``reference``, per channel.
+
+    TPS's source preprocessing (video_uda.md §3.3 step 1, udass.md §2.6.1): ``skimage.exposure.
+    match_histograms(source, target, multichannel=True)``, i.e. for every channel the source values' empirical
+    CDF is mapped through the reference's inverse CDF with linear interpolation between the reference's
+    distinct values. ``reference`` may have another spatial size; its batch must be x's or 1. The mapping is
+    invariant to a common per-channel increasing affine map, so normalised tensors give the normalised
+    result of matching the raw RGB (float32 computation, x's dtype returned).
+    """
+    if x.dim() != 4 or reference.dim() != 4 or x.shape[1] != reference.shape[1]:
+        raise ValueError(
+            f"match_histograms: x {tuple(x.shape)} and reference {tuple(reference.shape)} must be (B,C,H,W) "
+            f"with the same channels"
+        )
+    if reference.shape[0] not in (1, x.shape[0]):
+        raise ValueError(
+            f"match_histograms: reference batch {reference.shape[0]} is neither 1 nor {x.shape[0]}"
+        )
+    out = torch.empty_like(x, dtype=torch.float32)
+    for b in range(x.shape[0]):
+        ref = reference[b if reference.shape[0] > 1 else 0]
+        for c in range(x.shape[1]):
+            src = x[b, c].float().reshape(-1)
+            values, inverse, counts = torch.unique(src, return_inverse=True, return_counts=True)
+            t_values, t_counts = torch.unique(ref[c].float().reshape(-1), return_counts=True)
+            quantiles = torch.cumsum(counts, 0).float() / src.numel()
+            t_quantiles = torch.cumsum(t_counts, 0).float() / t_counts.sum()
+            out[b, c] = _interp(quantiles, t_quantiles, t_values)[inverse].view(x.shape[-2:])
+    return out.to(x.dtype)
 
 
 @dataclass
@@ -75,6 +127,7 @@ class TemporalPseudoSupervision:
         flip_quirk: reproduce the reference's flip inconsistencies (see the module docstring).
         augment: strong augmentation of the current pair, applied identically to both frames; None = none.
         pil_wraparound: emulate the reference's ToPILImage wrap-around on the strong view (quirk, off).
+        rescale: (lo, hi) range of TPS's random rescale of the student's pair (§3.3: (0.8, 1.2)); None = off.
         key_confidence: ``"prob"`` (max softmax) or ``"logit"`` (reference quirk) for conf_c.
         ignore_index: label value ignored by the loss (255).
     """
@@ -87,6 +140,7 @@ class TemporalPseudoSupervision:
         augment: StrongAugment | None = None,
         pil_wraparound: bool = False,
         key_confidence: str = "prob",
+        rescale: tuple[float, float] | None = None,
         ignore_index: int = 255,
     ) -> None:
         if not 0.0 <= flip_p <= 1.0:
@@ -98,6 +152,14 @@ class TemporalPseudoSupervision:
         self.augment = augment
         self.pil_wraparound = bool(pil_wraparound)
         self.key_confidence = key_confidence
+        if rescale is not None:
+            lo, hi = (float(v) for v in rescale)
+            if not 0.0 < lo <= hi:
+                raise ValueError(
+                    f"uda.pseudo.rescale must be [lo, hi] with 0 < lo <= hi, got {list(rescale)}"
+                )
+            rescale = (lo, hi)
+        self.rescale = rescale
         self.ignore_index = int(ignore_index)
 
     # ------------------------------------------------------------------ 1. weak view
@@ -152,6 +214,25 @@ class TemporalPseudoSupervision:
         if self.pil_wraparound:
             x, x_prev = (torch.remainder(torch.trunc(v * 255.0), 256.0) / 255.0 for v in (x, x_prev))
         return x, x_prev
+
+    def rescale_view(
+        self, x: Tensor, x_prev: Tensor, flow: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """TPS's rescale of the student's pair (§3.3): one factor s ~ U[lo, hi), sizes rounded to 8s.
+
+        Both frames bilinearly resized (align_corners=False); the flow d→c resized to the new size with its
+        components scaled (:func:`src.data.flow.resize_flow`). Identity when ``rescale`` is None.
+        """
+        if self.rescale is None:
+            return x, x_prev, flow
+        lo, hi = self.rescale
+        s = lo + (hi - lo) * float(torch.rand((), generator=generator, dtype=torch.float64))
+        h, w = x.shape[-2:]
+        size = (max(8, int(round(h * s / 8)) * 8), max(8, int(round(w * s / 8)) * 8))
+        if size == (h, w):
+            return x, x_prev, flow
+        x, x_prev = (F.interpolate(v, size=size, mode="bilinear", align_corners=False) for v in (x, x_prev))
+        return x, x_prev, resize_flow(flow, size)
 
     # ------------------------------------------------------------------ 5. loss
     def loss(self, logits: Tensor, labels: CrossFramePseudoLabels, valid: Tensor | None = None) -> Tensor:
