@@ -15,6 +15,26 @@ Inference follows validation (`UDAModule.infer`): the image is rescaled like the
 images (`scale=auto`: `data.val_scale`, keep ratio), run whole or in sliding windows (`eval.mode=slide`
 with `eval.crop_size` / `eval.stride`), and the logits are upsampled to the original size before the
 argmax. A missing checkpoint or input ends in one line `error: ...` (src/utils/cli.py).
+
+Two-frame (video) checkpoints (a model with ``forward_clip``: ``model=accel_*``, trained by
+``src.uda.video.module.VideoUDAModule``) are run as at their validation (video_uda.md §2.3: "val also needs
+the t→t−1 flow and frame t−1"; ``VideoUDAModule.validation_step``): the fused prediction of (frame t,
+frame t−1, backward flow t→t−1), whole or in sliding windows that crop both frames and the flow together
+(``ClipPredictor``). The pairs:
+
+* video: each predicted frame t with the immediately preceding *decoded* frame t−1, also when
+  ``video.every_n_frames`` > 1 (the previous decoded frame is kept in memory);
+* folder of images (``sequence=true``): every (sub-)folder is one ordered frame sequence, its files sorted
+  by name (zero-pad frame numbers: ``frame_10`` sorts before ``frame_9``); frame t−1 is the previous file of
+  the same folder, and frames of a sequence must share one size. ``sequence=false``: every image is a first
+  frame;
+* the **first frame of a sequence** (frame 0 of a video, the first file of a folder, a single image input)
+  uses itself as frame t−1 with a **zero flow**, i.e. the fusion of the current logits with themselves; a
+  single image logs one warning that it has no temporal context.
+
+The flow t→t−1 is computed on the fly with OpenCV DIS (:func:`src.data.flow.compute_dis_flow`,
+video_uda.md §6; ``flow.preset``, ``flow.scale``) on the two frames as the network sees them, i.e. after the
+``scale`` rescale; published flows are not read.
 """
 
 from __future__ import annotations
@@ -34,8 +54,11 @@ from tqdm import tqdm
 import src.utils.config  # noqa: F401
 from src.data.classes import palette_for
 from src.data.datasets.folder import read_image
-from src.data.transforms import EvalTransform
-from src.uda.module import UDAModule, load_module
+from src.data.flow import DIS_PRESETS, compute_dis_flow
+from src.data.transforms import EvalTransform, normalize_uint8
+from src.models.temporal_aggregation import ClipPredictor
+from src.uda.module import UDAModule
+from src.uda.video.module import load_module
 from src.utils.cli import readable_errors
 from src.utils.visualize import colorize, overlay, save_png
 
@@ -73,6 +96,14 @@ def resolve_input(path: str | Path, *, recursive: bool = False) -> tuple[str, li
     raise ValueError(f"input {p} is neither an image ({images}) nor a video ({videos})")
 
 
+def frame_sequences(files: list[Path]) -> list[list[Path]]:
+    """The ordered frame sequences of a folder input: one per (sub-)folder, files sorted by name."""
+    groups: dict[Path, list[Path]] = {}
+    for f in files:
+        groups.setdefault(f.parent, []).append(f)
+    return [sorted(groups[parent], key=lambda p: p.name) for parent in sorted(groups)]
+
+
 def pick_device(name: str) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -83,7 +114,13 @@ def pick_device(name: str) -> torch.device:
 
 
 class Predictor:
-    """Image (HxWx3 uint8 RGB) -> train-id map (HxW uint8) with a checkpoint's model, as at validation."""
+    """Image (HxWx3 uint8 RGB) -> train-id map (HxW uint8) with a checkpoint's model, as at validation.
+
+    A two-frame model (``two_frame``: it has ``forward_clip``) also takes the previous frame,
+    ``predictor(image, prev)``, and fuses both with the DIS flow image→prev (``flow_preset``, ``flow_scale``,
+    :func:`src.data.flow.compute_dis_flow`) computed at the network's input size; ``prev=None`` (a first
+    frame) uses the image itself with a zero flow. Single-frame models ignore ``prev``.
+    """
 
     def __init__(
         self,
@@ -93,6 +130,8 @@ class Predictor:
         eval_overrides: dict[str, Any] | None = None,
         scale: Any = "auto",
         device: str = "auto",
+        flow_preset: str = "medium",
+        flow_scale: float = 1.0,
     ) -> None:
         if network not in ("student", "teacher"):
             raise ValueError(f"network must be 'student' or 'teacher', got {network!r}")
@@ -111,37 +150,95 @@ class Predictor:
             )
         if scale == "auto":
             scale = (module.cfg.get("data") or {}).get("val_scale")
-        self.transform = EvalTransform(scale=None if scale in (None, "null") else tuple(scale))
+        # uint8 resize (the frames DIS sees), then the normalisation of `to_tensor` (bit for bit)
+        self.transform = EvalTransform(scale=None if scale in (None, "null") else tuple(scale), uint8=True)
         self.device = pick_device(device)
         module.to(self.device).eval()
         self.model = module.student if network == "student" else module.teacher.model
+        self.two_frame = hasattr(self.model, "forward_clip")
+        if str(flow_preset).lower() not in DIS_PRESETS:
+            raise ValueError(
+                f"flow.preset={flow_preset!r} is not a DIS preset; choose from {sorted(DIS_PRESETS)}"
+            )
+        if not 0 < float(flow_scale) <= 1:
+            raise ValueError(f"flow.scale={flow_scale} must be in (0, 1] (DIS on frames resized by it)")
+        self.flow_preset, self.flow_scale = str(flow_preset).lower(), float(flow_scale)
         self.num_classes = module.num_classes
         self.class_names = list(module.class_names)
+        self._cache: tuple[np.ndarray, np.ndarray, torch.Tensor] | None = None  # the last prepared image
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """(the rescaled uint8 HxWx3 frame, its normalised 1x3xhxw tensor on the device). Two-frame models
+        cache the last image (by identity), so a frame prepared as frame t is not prepared again as the next
+        frame's t−1."""
+        if self._cache is not None and self._cache[0] is image:
+            return self._cache[1], self._cache[2]
+        u8 = self.transform(image, None)["img"]  # 3xhxw uint8 view
+        x = normalize_uint8(u8.unsqueeze(0).to(self.device))
+        rescaled = u8.permute(1, 2, 0).numpy()
+        if self.two_frame:
+            self._cache = (image, rescaled, x)
+        return rescaled, x
+
+    def flow(self, frame: np.ndarray, prev: np.ndarray) -> torch.Tensor:
+        """The backward DIS flow frame→prev, (1,2,h,w) pixels of the (DIS-scaled) frames."""
+        f = compute_dis_flow(frame, prev, preset=self.flow_preset, scale=self.flow_scale)
+        return torch.from_numpy(f).permute(2, 0, 1).unsqueeze(0).to(self.device)
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        x = self.transform(image, None)["img"].unsqueeze(0).to(self.device)
-        logits = self.module.infer(self.model, x, tuple(image.shape[:2]))
-        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    def logits(self, image: np.ndarray, prev: np.ndarray | None = None) -> torch.Tensor:
+        """(1, C, H, W) logits at the image's original size."""
+        size = tuple(image.shape[:2])
+        if not self.two_frame:
+            return self.module.infer(self.model, self.prepare(image)[1], size)
+        if prev is not None and prev.shape != image.shape:
+            raise ValueError(
+                f"the previous frame is {prev.shape[1]}x{prev.shape[0]}, the frame {image.shape[1]}x"
+                f"{image.shape[0]}: the frames of a sequence must share one size"
+            )
+        if prev is None:  # a first frame: itself as t−1, zero flow
+            u8, x = self.prepare(image)
+            x_prev, flow = x, torch.zeros(1, 2, *x.shape[-2:], device=self.device)
+        else:
+            u8_prev, x_prev = self.prepare(prev)
+            u8, x = self.prepare(image)
+            flow = self.flow(u8, u8_prev)
+        m = self.module
+        z = ClipPredictor.stack(m._prep(x), m._prep(x_prev), flow.float())
+        return m.infer(ClipPredictor(self.model), z, size)
+
+    def __call__(self, image: np.ndarray, prev: np.ndarray | None = None) -> np.ndarray:
+        return self.logits(image, prev).argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 
 def iter_video(
-    path: Path, *, every_n_frames: int = 1, max_frames: int | None = None
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame index, RGB frame) of the kept frames of a video."""
+    path: Path, *, every_n_frames: int = 1, max_frames: int | None = None, with_previous: bool = False
+) -> Iterator[tuple]:
+    """(frame index, RGB frame) of the kept frames of a video; `with_previous`: (index, frame, the
+    immediately preceding decoded RGB frame, None for frame 0), whatever `every_n_frames`."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}: unknown format or codec (OpenCV could not read it)")
     every = max(1, int(every_n_frames))
     kept, index = 0, 0
+    prev_bgr, prev_rgb = None, None  # the last decoded frame (its RGB when it was kept)
     try:
         while max_frames is None or kept < max_frames:
             ok, frame = cap.read()
             if not ok:
                 break
+            rgb = None
             if index % every == 0:
                 kept += 1
-                yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                if not with_previous:
+                    yield index, rgb
+                else:
+                    if prev_rgb is None and prev_bgr is not None:
+                        prev_rgb = cv2.cvtColor(prev_bgr, cv2.COLOR_BGR2RGB)
+                    yield index, rgb, prev_rgb
+            if with_previous:
+                prev_bgr, prev_rgb = frame, rgb
             index += 1
     finally:
         cap.release()
@@ -202,26 +299,69 @@ def write_prediction(
     return ov
 
 
+def _image_pairs(
+    files: list[Path], *, two_frame: bool, sequence: bool
+) -> Iterator[tuple[Path, np.ndarray, np.ndarray | None]]:
+    """(file, image, previous frame or None) of a folder input; previous frames only for two-frame models."""
+    if not (two_frame and sequence):
+        for f in files:
+            yield f, read_image(f), None
+        return
+    for seq in frame_sequences(files):
+        prev: tuple[Path, np.ndarray] | None = None
+        for f in seq:
+            image = read_image(f)
+            if prev is not None and prev[1].shape != image.shape:
+                raise ValueError(
+                    f"{f} ({image.shape[1]}x{image.shape[0]}) follows {prev[0].name} ({prev[1].shape[1]}x"
+                    f"{prev[1].shape[0]}) in the frame sequence {f.parent}: the frames of a two-frame "
+                    "model's sequence must share one size; put each sequence in its own sub-folder "
+                    "(recursive=true) or set sequence=false for unrelated images"
+                )
+            yield f, image, None if prev is None else prev[1]
+            prev = (f, image)
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
-    """Run the prediction of `cfg` (conf/predict.yaml); returns {'kind', 'count', 'output', 'video'}."""
+    """Run the prediction of `cfg` (conf/predict.yaml); returns {'kind', 'count', 'output', 'video',
+    'two_frame'}."""
     kind, source = resolve_input(cfg.input, recursive=bool(cfg.get("recursive", False)))
     module = load_module(cfg.ckpt_path)
     overrides = OmegaConf.to_container(cfg.eval, resolve=True) if cfg.get("eval") else {}
     scale = cfg.get("scale", "auto")
     scale = OmegaConf.to_container(scale) if OmegaConf.is_config(scale) else scale
     network, device = cfg.get("network", "student"), cfg.get("device", "auto")
-    predictor = Predictor(module, network=network, eval_overrides=overrides, scale=scale, device=device)
+    flow_cfg = cfg.get("flow") or {}
+    predictor = Predictor(module, network=network, eval_overrides=overrides, scale=scale, device=device,
+                          flow_preset=flow_cfg.get("preset", "medium"),
+                          flow_scale=flow_cfg.get("scale", 1.0))  # fmt: skip
     out_dir = Path(cfg.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     alpha, save_ids = float(cfg.get("alpha", 0.5)), bool(cfg.get("save_train_ids", True))
     progress = bool(cfg.get("progress", True))
     count, video_path = 0, None
+    two_frame = predictor.two_frame
     if kind == "images":
         root = Path(str(cfg.input)).expanduser()
-        for f in tqdm(source, desc="predict", unit="img", disable=not progress):
+        sequence = bool(cfg.get("sequence", True))
+        if two_frame and not root.is_dir():
+            log.warning(
+                "%s is a single image for a two-frame (video) model: no temporal context, it is fused with "
+                "itself (zero flow); predict a folder of frames or a video for the temporal aggregation",
+                root,
+            )
+        elif two_frame:
+            n_seq = len(frame_sequences(source)) if sequence else len(source)
+            log.info(
+                "two-frame model: %d frame sequence(s) (%s); a first frame uses itself as t-1 with zero flow",
+                n_seq, "one per folder, files sorted by name" if sequence else "sequence=false: every image",
+            )  # fmt: skip
+        pairs = _image_pairs(source, two_frame=two_frame, sequence=sequence)
+        for f, image, prev in tqdm(
+            pairs, desc="predict", unit="img", total=len(source), disable=not progress
+        ):
             name = f.relative_to(root).with_suffix("").as_posix() if root.is_dir() else f.stem
-            image = read_image(f)
-            write_prediction(out_dir, name, image, predictor(image), num_classes=predictor.num_classes,
+            write_prediction(out_dir, name, image, predictor(image, prev), num_classes=predictor.num_classes,
                              class_names=predictor.class_names, alpha=alpha,
                              save_train_ids=save_ids)  # fmt: skip
             count += 1
@@ -233,16 +373,21 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         total = (n_frames + every - 1) // every if n_frames else None
         if max_frames is not None and total is not None:
             total = min(total, int(max_frames))
+        if two_frame:
+            log.info(
+                "two-frame model: each frame t is fused with decoded frame t-1 (frame 0: itself, zero flow)"
+            )
         sink = (
             _VideoSink(out_dir / f"{source.stem}_overlay.mp4", fps / every)
             if v.get("write_video", True)
             else None
         )
         try:
-            frames = iter_video(source, every_n_frames=every, max_frames=max_frames)
-            for index, frame in tqdm(frames, desc="predict", unit="frame", total=total, disable=not progress):
+            frames = iter_video(source, every_n_frames=every, max_frames=max_frames, with_previous=True)
+            for index, frame, prev in tqdm(frames, desc="predict", unit="frame", total=total,
+                                           disable=not progress):  # fmt: skip
                 name = f"{source.stem}_{index:06d}"
-                label = predictor(frame)
+                label = predictor(frame, prev)
                 ov = write_prediction(
                     out_dir,
                     name,
@@ -267,6 +412,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "count": count,
         "output": str(out_dir),
         "video": str(video_path) if video_path else None,
+        "two_frame": two_frame,
     }
 
 
