@@ -39,24 +39,18 @@ from ``np.random.default_rng([seed, code(s), i])`` alone, so the files do not de
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import shutil
-import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from src.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
+from src.data.datasets.generated import check_generated, split_counts, write_generated
 
 log = logging.getLogger(__name__)
 
@@ -1358,10 +1352,6 @@ def _params(
     }
 
 
-def _counts(params: dict) -> dict[str, int]:
-    return {"source": params["num_source"], "target": params["num_target"], "val": params["num_val"]}
-
-
 def generate_synthetic_dataset(
     root: str | Path,
     *,
@@ -1383,109 +1373,36 @@ def generate_synthetic_dataset(
     root = Path(root).expanduser().resolve()
     params = _params(num_source, num_target, num_val, height, width, seed, gap)
     if min(num_source, num_target, num_val) < 0:
-        raise ValueError(f"image counts must be >= 0, got {_counts(params)}")
+        raise ValueError(f"image counts must be >= 0, got {split_counts(params)}")
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    _refuse_foreign(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
-    t0 = time.perf_counter()
-    try:
-        for split in SPLITS:
-            (tmp / split / "images").mkdir(parents=True)
-            (tmp / split / "labels").mkdir(parents=True)
-        jobs = [
-            (str(tmp), split, i, seed, height, width, float(gap))
-            for split, n in _counts(params).items()
-            for i in range(n)
-        ]
-        if num_workers > 1 and len(jobs) > 1:
-            n_chunks = min(len(jobs), num_workers * 4)
-            chunks = [jobs[i::n_chunks] for i in range(n_chunks)]
-            with ProcessPoolExecutor(max_workers=num_workers, mp_context=get_context("spawn")) as ex:
-                sum(ex.map(_render_chunk, chunks))
-        else:
-            for job in jobs:
-                _render_and_write(job)
-        (tmp / "classes.txt").write_text("\n".join(CITYSCAPES_CLASSES) + "\n")
-        manifest = {
-            "generator": _GENERATOR_NAME,
-            "version": GENERATOR_VERSION,
-            "params": params,
-            "counts": _counts(params),
-            "splits": {
-                split: {"domain": SPLIT_DOMAIN[split], "count": n} for split, n in _counts(params).items()
-            },
-            "layout": "{split}/images/NNNNN.png (RGB), {split}/labels/NNNNN.png (train ids, 255 = ignore)",
-            "num_classes": len(CITYSCAPES_CLASSES),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap_into_place(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info("synthetic dataset: wrote %d images to %s in %.1f s", len(jobs), root, time.perf_counter() - t0)
-    return root
+    counts = split_counts(params)
+    jobs = [(str(root), s, i, seed, height, width, float(gap)) for s, n in counts.items() for i in range(n)]
+    manifest = {
+        "splits": {split: {"domain": SPLIT_DOMAIN[split], "count": n} for split, n in counts.items()},
+        "layout": "{split}/images/NNNNN.png (RGB), {split}/labels/NNNNN.png (train ids, 255 = ignore)",
+        "num_classes": len(CITYSCAPES_CLASSES),
+    }
+    return write_generated(
+        root, generator=_GENERATOR_NAME, version=GENERATOR_VERSION, params=params,
+        subdirs=("images", "labels"), jobs=jobs, render_chunk=_render_chunk, manifest=manifest,
+        is_complete=lambda r: _check(r, params) is None, num_workers=num_workers, what="synthetic dataset",
+    )  # fmt: skip
 
 
-def _refuse_foreign(root: Path) -> None:
-    """Never replace a folder this generator did not write (a typo in ROOT must not delete user data)."""
-    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return
-    try:
-        ours = json.loads((root / "manifest.json").read_text()).get("generator") == _GENERATOR_NAME
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
-        raise FileExistsError(
-            f"{root} exists and is not a synthetic dataset written by {_GENERATOR_NAME} (no matching "
-            f"manifest.json); refusing to replace it. Choose another ROOT or delete the folder yourself."
-        )
-
-
-def _swap_into_place(tmp: Path, root: Path) -> None:
-    """Rename tmp to root; an existing root is moved aside first and deleted after the swap."""
-    old = None
-    if root.exists() or root.is_symlink():
-        old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(root, old)
-    try:
-        os.replace(tmp, root)
-    except OSError:
-        if _check(root, json.loads((tmp / "manifest.json").read_text())["params"]) is None:
-            log.info("synthetic dataset: %s was written concurrently by another process; keeping it", root)
-        else:
-            if old is not None and not root.exists():
-                os.replace(old, root)
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _files(root: Path, params: dict):
+    """Every image and label file of the dataset for ``params``."""
+    for split, n in split_counts(params).items():
+        for sub in ("images", "labels"):
+            for i in range(n):
+                yield root / split / sub / f"{_stem(i)}.png"
 
 
 def _check(root: Path, params: dict) -> str | None:
     """None when ROOT holds the dataset for `params`; otherwise why not."""
-    man_path = root / "manifest.json"
-    if not man_path.is_file():
-        return f"{man_path} does not exist"
-    try:
-        manifest = json.loads(man_path.read_text())
-    except (OSError, ValueError) as e:
-        return f"{man_path} is unreadable ({e})"
-    if manifest.get("version") != GENERATOR_VERSION:
-        return f"generator version {manifest.get('version')} != {GENERATOR_VERSION}"
-    old = manifest.get("params", {})
-    diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
-    if diff:
-        return "parameters changed: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
-    if not (root / "classes.txt").is_file():
-        return "classes.txt is missing"
-    for split, n in _counts(params).items():
-        for sub in ("images", "labels"):
-            d = root / split / sub
-            for i in range(n):
-                if not (d / f"{_stem(i)}.png").is_file():
-                    return f"{d / (_stem(i) + '.png')} is missing"
-    return None
+    return check_generated(
+        root, generator=_GENERATOR_NAME, version=GENERATOR_VERSION, params=params, files=_files(root, params)
+    )
 
 
 def ensure_synthetic_dataset(

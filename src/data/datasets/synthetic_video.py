@@ -43,15 +43,8 @@ alone, so the files do not depend on ``num_workers``.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import time
-import uuid
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -60,6 +53,7 @@ import numpy as np
 from src.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
 from src.data.datasets import synthetic as syn
 from src.data.datasets.clip_folder import cityscapes_flow_name
+from src.data.datasets.generated import check_generated, split_counts, write_generated
 from src.data.flow import write_flow
 
 log = logging.getLogger(__name__)
@@ -435,10 +429,6 @@ def _params(num_source, num_target, num_val, height, width, seed, gap, max_inter
     }
 
 
-def _counts(params: dict) -> dict[str, int]:
-    return {"source": params["num_source"], "target": params["num_target"], "val": params["num_val"]}
-
-
 def generate_synthetic_video_dataset(
     root: str | Path,
     *,
@@ -460,119 +450,48 @@ def generate_synthetic_video_dataset(
     root = Path(root).expanduser().resolve()
     params = _params(num_source, num_target, num_val, height, width, seed, gap, max_interval)
     if min(num_source, num_target, num_val) < 0:
-        raise ValueError(f"clip counts must be >= 0, got {_counts(params)}")
+        raise ValueError(f"clip counts must be >= 0, got {split_counts(params)}")
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
     if max_interval < 1:
         raise ValueError(f"max_interval must be >= 1 (data.interval), got {max_interval}")
-    _refuse_foreign(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
-    t0 = time.perf_counter()
-    try:
-        for split in SPLITS:
-            for sub in ("frames", "labels", "flows"):
-                (tmp / split / sub).mkdir(parents=True)
-        jobs = [
-            (str(tmp), split, i, seed, height, width, float(gap), int(max_interval))
-            for split, n in _counts(params).items()
-            for i in range(n)
-        ]
-        if num_workers > 1 and len(jobs) > 1:
-            n_chunks = min(len(jobs), num_workers * 4)
-            chunks = [jobs[i::n_chunks] for i in range(n_chunks)]
-            with ProcessPoolExecutor(max_workers=num_workers, mp_context=get_context("spawn")) as ex:
-                sum(ex.map(_render_chunk, chunks))
-        else:
-            _render_chunk(jobs)
-        (tmp / "classes.txt").write_text("\n".join(CITYSCAPES_CLASSES) + "\n")
-        manifest = {
-            "generator": _GENERATOR_NAME,
-            "version": GENERATOR_VERSION,
-            "params": params,
-            "counts": _counts(params),
-            "splits": {
-                split: {
-                    "domain": SPLIT_DOMAIN[split],
-                    "count": n,
-                    "frames_per_clip": split_layout(split, max_interval)[0],
-                    "labelled_offsets": list(split_layout(split, max_interval)[1]),
-                    "flows": [list(p) for p in split_layout(split, max_interval)[2]],
-                }
-                for split, n in _counts(params).items()
-            },
-            "current_frame": CURRENT_FRAME,
-            "layout": "{split}/frames/<split>_<clip:06d>_<frame:06d>.png, {split}/labels/... (train ids), "
-            "{split}/flows/<split>_<clip:06d>_<t:06d>_<s:06d>_int16_x10.npy (exact backward flows)",
-            "num_classes": len(CITYSCAPES_CLASSES),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap_into_place(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info("synthetic video: wrote %d clips to %s in %.1f s", len(jobs), root, time.perf_counter() - t0)
-    return root
+    jobs = [(str(root), split, i, seed, height, width, float(gap), int(max_interval))
+            for split, n in split_counts(params).items() for i in range(n)]  # fmt: skip
+    manifest = {
+        "splits": {
+            split: {
+                "domain": SPLIT_DOMAIN[split],
+                "count": n,
+                "frames_per_clip": split_layout(split, max_interval)[0],
+                "labelled_offsets": list(split_layout(split, max_interval)[1]),
+                "flows": [list(p) for p in split_layout(split, max_interval)[2]],
+            }
+            for split, n in split_counts(params).items()
+        },
+        "current_frame": CURRENT_FRAME,
+        "layout": "{split}/frames/<split>_<clip:06d>_<frame:06d>.png, {split}/labels/... (train ids), "
+        "{split}/flows/<split>_<clip:06d>_<t:06d>_<s:06d>_int16_x10.npy (exact backward flows)",
+        "num_classes": len(CITYSCAPES_CLASSES),
+    }
+    return write_generated(
+        root, generator=_GENERATOR_NAME, version=GENERATOR_VERSION, params=params,
+        subdirs=("frames", "labels", "flows"), jobs=jobs, render_chunk=_render_chunk, manifest=manifest,
+        is_complete=lambda r: _check(r, params) is None, num_workers=num_workers, what="synthetic video",
+    )  # fmt: skip
 
 
-def _refuse_foreign(root: Path) -> None:
-    """Never replace a folder this generator did not write (a typo in ROOT must not delete user data)."""
-    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return
-    try:
-        ours = json.loads((root / "manifest.json").read_text()).get("generator") == _GENERATOR_NAME
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
-        raise FileExistsError(
-            f"{root} exists and is not a synthetic video dataset written by {_GENERATOR_NAME} (no matching "
-            f"manifest.json); refusing to replace it. Choose another data.root or delete the folder yourself."
-        )
-
-
-def _swap_into_place(tmp: Path, root: Path) -> None:
-    """Rename tmp to root; an existing root is moved aside first and deleted after the swap."""
-    old = None
-    if root.exists() or root.is_symlink():
-        old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(root, old)
-    try:
-        os.replace(tmp, root)
-    except OSError:
-        if _check(root, json.loads((tmp / "manifest.json").read_text())["params"]) is None:
-            log.info("synthetic video: %s was written concurrently by another process; keeping it", root)
-        else:
-            if old is not None and not root.exists():
-                os.replace(old, root)
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _files(root: Path, params: dict):
+    """Every frame, label and flow file of the clips for ``params``."""
+    for split, n in split_counts(params).items():
+        for i in range(n):
+            yield from clip_files(root, split, i, params["max_interval"])
 
 
 def _check(root: Path, params: dict) -> str | None:
     """None when ROOT holds the clips for `params`; otherwise why not."""
-    man_path = root / "manifest.json"
-    if not man_path.is_file():
-        return f"{man_path} does not exist"
-    try:
-        manifest = json.loads(man_path.read_text())
-    except (OSError, ValueError) as e:
-        return f"{man_path} is unreadable ({e})"
-    if manifest.get("generator") != _GENERATOR_NAME or manifest.get("version") != GENERATOR_VERSION:
-        found = f"{manifest.get('generator')} v{manifest.get('version')}"
-        return f"generator {found} != {_GENERATOR_NAME} v{GENERATOR_VERSION}"
-    old = manifest.get("params", {})
-    diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
-    if diff:
-        return "parameters changed: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
-    if not (root / "classes.txt").is_file():
-        return "classes.txt is missing"
-    for split, n in _counts(params).items():
-        for i in range(n):
-            for p in clip_files(root, split, i, params["max_interval"]):
-                if not p.is_file():
-                    return f"{p} is missing"
-    return None
+    return check_generated(
+        root, generator=_GENERATOR_NAME, version=GENERATOR_VERSION, params=params, files=_files(root, params)
+    )
 
 
 def ensure_synthetic_video_dataset(
