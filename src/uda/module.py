@@ -341,7 +341,13 @@ class UDAModule(pl.LightningModule):
                     del loss_m, f_m, loss
             logs.update(self.strategy_diagnostics())
 
-        with stage("optimizer"):
+        self.optimizer_step_and_log(opt, logs, t, batch_size=x_s.shape[0])
+
+    def optimizer_step_and_log(self, opt, logs: dict[str, torch.Tensor], t: int, *, batch_size: int) -> None:
+        """The end of every training step: one optimizer step (skipped, but counted, when a logged loss is
+        not finite and ``on_nonfinite=skip``), the lr schedule step, then the step's logs (plus
+        :meth:`post_step_logs`)."""
+        with self.timer("optimizer"):
             if not self.check_finite(logs, t):
                 self.skip_update(opt)  # the step still counts (data, seeds and schedule stay aligned)
             opt.step()
@@ -349,8 +355,13 @@ class UDAModule(pl.LightningModule):
         if self.on_nonfinite == "skip":
             logs["train/skipped_steps"] = torch.tensor(float(self.skipped_steps))
         logs["train/lr"] = torch.tensor(opt.param_groups[0]["lr"])
-        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x_s.shape[0])
-        self.log("loss", logs["train/loss_src"], prog_bar=True, on_step=True, batch_size=x_s.shape[0])
+        logs.update(self.post_step_logs())
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log("loss", logs["train/loss_src"], prog_bar=True, on_step=True, batch_size=batch_size)
+
+    def post_step_logs(self) -> dict[str, torch.Tensor]:
+        """Diagnostics read after the optimizer step (none here; subclasses add theirs)."""
+        return {}
 
     def keep_for_panel(self, **tensors: torch.Tensor) -> None:
         """Image panels (src/callbacks/image_panels.py): detached CPU copies, only on requested steps."""

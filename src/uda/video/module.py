@@ -241,20 +241,12 @@ class VideoUDAModule(UDAModule):
                 self.backward_term(loss_m, last=i == len(mixes) - 1)
                 del loss_m
 
-        with stage("optimizer"):
-            if not self.check_finite(logs, t):
-                self.skip_update(opt)  # the step still counts (data, seeds and schedule stay aligned)
-            opt.step()
-            self.lr_schedulers().step()
-        if self.on_nonfinite == "skip":
-            logs["train/skipped_steps"] = torch.tensor(float(self.skipped_steps))
-        logs["train/lr"] = torch.tensor(opt.param_groups[0]["lr"])
-        # how much of the warped previous frame the fusion layer uses (0 at the [I | 0] initialisation)
+        self.optimizer_step_and_log(opt, logs, t, batch_size=src.x.shape[0])
+
+    def post_step_logs(self) -> dict[str, torch.Tensor]:
+        """How much of the warped previous frame the fusion layer uses (0 at the [I | 0] initialisation)."""
         c = self.num_classes
-        logs["train/fusion_prev_weight"] = self.student.sf_layer.weight.detach()[:, c:].abs().mean()
-        bs = src.x.shape[0]
-        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=bs)
-        self.log("loss", logs["train/loss_src"], prog_bar=True, on_step=True, batch_size=bs)
+        return {"train/fusion_prev_weight": self.student.sf_layer.weight.detach()[:, c:].abs().mean()}
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
