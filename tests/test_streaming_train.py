@@ -27,6 +27,19 @@ def test_training_streams_the_packed_chunks(data_dir, train_cfg, tmp_path):
     assert json.loads(Path(cfg.paths.output_dir, "results.json").read_text()) == out
 
 
+def test_quadmix_reads_its_rare_class_donors_from_the_chunks(data_dir, train_cfg, tmp_path):
+    """UDASS QuadMix's long-tail donors come from the packed source split (its index and its items)."""
+    packed = tmp_path / "packed"
+    assert pack_main([f"paths.data_dir={data_dir}", *TINY_SYNTHETIC, "--out", str(packed)]) == 0
+    stream = ["data.streaming=true", f"data.streaming_dir={packed}", f"data.root={tmp_path / 'absent'}"]
+    cfg = train_cfg("experiment=udass_synthetic", "uda.mix.quadmix_start=1",
+                    "uda.mix.rare_paster.min_pixels=1", *stream)  # fmt: skip
+    out = train(cfg)
+    assert out["steps"] == 3 and len(out["per_class"]) == 19
+    header = Path(cfg.paths.output_dir, "csv", "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train/loss_mix" in header
+
+
 @pytest.mark.slow
 def test_ddp_ranks_stream_from_an_object_store_url(data_dir, tmp_path):
     """2 DDP ranks (gloo, CPU), one data-loader worker each, read an object-store URL (`local:` is LitData's

@@ -18,6 +18,17 @@ the storage layer, the sampling stays ours:
   a class and a file from the statistics copied into the packed split, ``index_of`` finds its item, and
   the item is read by random access (``StreamingDataset[j]``); the training stream, a pure function of
   (seed, rank, i), is the one of the non-streaming run, bit for bit.
+- Video clips (:func:`pack_clip_split`, :class:`StreamingClipSplit`; ``kind: clips`` in ``pack.json``): one
+  item per clip holding what the video data module reads for the split (``VideoUDADataModule.split_needs``):
+  frames t, t−1 with their labels and the flow t -> t−1 for source and validation; for the target the frames
+  t, t−1, t−Δ, t−Δ−1 and the flows of ``data.interval`` Δ. Frames and labels are the original file bytes
+  when the dataset reads them with the plain decoders (clip folders, the synthetic clips), else the arrays it
+  returns, PNG-encoded (SYNTHIA-Seq's cut rows, VIPER / Cityscapes label-id mappings); flows are the
+  ``int16 × 10`` ``.npy`` file bytes, decoded like ``src.data.flow.read_flow``. ``data.flow.source=dis``
+  packs no flows (the workers compute them from the packed frames). Δ and the flow source are recorded; a
+  run with another Δ, or reading flows from a pack without them, stops naming both values and the fix.
+  ``load_clip(i, offsets, label_offsets, flow_pairs)`` returns the arrays of the file dataset's
+  ``load_clip``, so the video training stream is the file run's, bit for bit.
 - Sharding across DDP ranks and data-loader workers is the data module's, as without streaming: every rank
   draws its own stream (rank in the seed), the sampler deals the stream's batches to the workers, and
   validation is split by ``ShardSampler``. LitData's own iteration order (chunk-wise shuffling) is not
@@ -76,6 +87,10 @@ FMT_LABEL = "label"  # single-channel uint8 map, encoded bytes (PNG), decoded li
 FMT_NPY = "npy"  # any other array, np.save bytes
 FMT_JSON = "json"  # a str / int / float / bool value
 FMT_NONE = "none"  # None for every item (e.g. the label of an unlabelled target split)
+FMT_FLOW = "flow"  # an int16 x 10 backward flow: the .npy file bytes, decoded like src.data.flow.read_flow
+
+# What a packed split holds (``kind`` in pack.json): image items (load(i)) or video clips (load_clip).
+KIND_IMAGES, KIND_CLIPS = "images", "clips"
 
 
 def _require_litdata():
@@ -154,6 +169,8 @@ def decode(data: bytes, fmt: str, where: str = "") -> Any:
         return json.loads(bytes(data))
     if fmt == FMT_NPY:
         return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+    if fmt == FMT_FLOW:
+        return decode_flow(data, where)
     buf = np.frombuffer(data, np.uint8)
     if fmt == FMT_IMAGE:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
@@ -168,6 +185,23 @@ def decode(data: bytes, fmt: str, where: str = "") -> Any:
             )
         return lab.astype(np.uint8, copy=False)
     raise ValueError(f"{where}: unknown field format {fmt!r} in {PACK_FILE}")
+
+
+def decode_flow(data: bytes, where: str = "") -> np.ndarray:
+    """The bytes of an ``int16 × 10`` ``.npy`` flow file -> float32 H×W×2 pixels, exactly as
+    :func:`src.data.flow.read_flow` reads the file (video_uda.md §2.2)."""
+    from src.data.flow import FLOW_SCALE
+
+    try:
+        arr = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - one readable message
+        raise ValueError(f"{where} is not a readable .npy flow ({type(e).__name__}: {e})") from None
+    if arr.ndim != 3 or arr.shape[-1] != 2 or arr.dtype != np.int16:
+        raise ValueError(
+            f"{where}: a flow must be an HxWx2 int16(flow*10) array (video_uda.md §2.2), got {arr.dtype} "
+            f"{arr.shape}; rewrite it with src.data.flow.write_flow"
+        )
+    return arr.astype(np.float32) / FLOW_SCALE
 
 
 def _fields_of(item: Any, where: str) -> tuple[str, list[str], list[Any]]:
@@ -219,6 +253,76 @@ def _describe(dataset: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------- packing
+def _prepare_out(out_dir: str | Path, overwrite: bool) -> Path:
+    """The empty local output folder of a split (an older pack replaced with `overwrite`)."""
+    if is_url(out_dir):
+        raise ValueError(
+            f"pack into a local folder, then copy it to the object store (e.g. `aws s3 sync "
+            f"{Path(out_dir).name} s3://bucket/{Path(out_dir).name}`); got the URL {out_dir}"
+        )
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} is not empty: pass --overwrite to replace it, or choose another --out"
+            )
+        if not ((out / "index.json").is_file() or (out / PACK_FILE).is_file()):
+            raise FileExistsError(f"{out} is not empty and holds no packed split: not deleting it with "
+                                  "--overwrite; choose another --out")  # fmt: skip
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_chunks(
+    litdata: Any,
+    fn: Any,
+    n: int,
+    out: Path,
+    dataset: Any,
+    *,
+    num_workers: int,
+    chunk_bytes: str | int,
+    start_method: str | None,
+) -> np.ndarray:
+    """Run `litdata.optimize` over items 0..n-1; returns the chunk position of every item (the workers'
+    chunks do not follow the input order in general)."""
+    litdata.optimize(
+        fn=fn,
+        inputs=list(range(n)),
+        output_dir=str(out),
+        chunk_bytes=chunk_bytes,
+        num_workers=max(int(num_workers), 1),
+        reorder_files=False,
+        mode="overwrite",
+        verbose=False,
+        start_method=start_method or ("fork" if sys.platform == "linux" else None),
+    )
+    index = out / "index.json"
+    if not index.is_file() or not json.loads(index.read_text()).get("chunks"):
+        raise RuntimeError(
+            f"packing {_describe(dataset)} wrote no chunks to {out}; see the worker errors above"
+        )
+    packed = litdata.StreamingDataset(str(out))
+    order = np.full(n, -1, np.int64)
+    for j in range(len(packed)):
+        order[int(packed[j]["index"])] = j
+    if (order < 0).any():
+        missing = np.flatnonzero(order < 0)[:5].tolist()
+        raise RuntimeError(f"{out}: items {missing} of {_describe(dataset)} are missing from the chunks")
+    return order
+
+
+def _copy_stats(root: str | Path | None, out: Path) -> list[str]:
+    """Copy the rare-class statistics found in `root` next to the chunks; returns the copied names."""
+    copied = []
+    for f in STATS_FILES:
+        if root is not None and (Path(root) / f).is_file():
+            shutil.copyfile(Path(root) / f, out / f)
+            copied.append(f)
+    return copied
+
+
 def pack_split(
     dataset: Any,
     out_dir: str | Path,
@@ -240,25 +344,10 @@ def pack_split(
     the 4-8 s of re-importing torch under "spawn", LitData's default, which other systems keep).
     """
     litdata = _require_litdata()
-    out = Path(out_dir)
-    if is_url(out_dir):
-        raise ValueError(
-            f"pack into a local folder, then copy it to the object store (e.g. `aws s3 sync {out.name} "
-            f"s3://bucket/{out.name}`); got the URL {out_dir}"
-        )
     n = len(dataset)
     if n == 0:
         raise ValueError(f"{_describe(dataset)} holds no item: nothing to pack")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"{out} is not empty: pass --overwrite to replace it, or choose another --out"
-            )
-        if not ((out / "index.json").is_file() or (out / PACK_FILE).is_file()):
-            raise FileExistsError(f"{out} is not empty and holds no packed split: not deleting it with "
-                                  "--overwrite; choose another --out")  # fmt: skip
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _prepare_out(out_dir, overwrite)
 
     first = dataset.load(0)
     where = f"item 0 of {_describe(dataset)}"
@@ -280,39 +369,14 @@ def pack_split(
             log.info(
                 "%s: load() differs from its files; packing the decoded arrays instead", _describe(dataset)
             )
-    litdata.optimize(
-        fn=_PackItem(dataset, structure, names, formats, raw),
-        inputs=list(range(n)),
-        output_dir=str(out),
-        chunk_bytes=chunk_bytes,
-        num_workers=max(int(num_workers), 1),
-        reorder_files=False,
-        mode="overwrite",
-        verbose=False,
-        start_method=start_method or ("fork" if sys.platform == "linux" else None),
-    )
-    index = out / "index.json"
-    if not index.is_file() or not json.loads(index.read_text()).get("chunks"):
-        raise RuntimeError(
-            f"packing {_describe(dataset)} wrote no chunks to {out}; see the worker errors above"
-        )
-    # Where each dataset item landed (the workers' chunks do not follow the input order in general).
-    packed = litdata.StreamingDataset(str(out))
-    order = np.full(n, -1, np.int64)
-    for j in range(len(packed)):
-        order[int(packed[j]["index"])] = j
-    if (order < 0).any():
-        missing = np.flatnonzero(order < 0)[:5].tolist()
-        raise RuntimeError(f"{out}: items {missing} of {_describe(dataset)} are missing from the chunks")
+    fn = _PackItem(dataset, structure, names, formats, raw)
+    order = _write_chunks(litdata, fn, n, out, dataset, num_workers=num_workers, chunk_bytes=chunk_bytes,
+                          start_method=start_method)  # fmt: skip
     has_labels = bool(getattr(dataset, "has_labels", structure == "tuple" and len(formats) > 1
                                                    and formats[1] != FMT_NONE))  # fmt: skip
     keys = [dataset.label_key(i) for i in range(n)] if has_labels and hasattr(dataset, "label_key") else None
     root = getattr(dataset, "root", None)
-    copied = []
-    for f in STATS_FILES:
-        if root is not None and (Path(root) / f).is_file():
-            shutil.copyfile(Path(root) / f, out / f)
-            copied.append(f)
+    copied = _copy_stats(root, out)
     meta = {
         "version": PACK_VERSION,
         "split": split,
@@ -328,6 +392,172 @@ def pack_split(
         "keys": keys,
         "order": order.tolist(),
         "files": copied,
+    }
+    (out / PACK_FILE).write_text(json.dumps(meta))
+    return meta
+
+
+# ------------------------------------------------------------------------------------- video clips
+def frame_field(k: int) -> str:
+    """The packed field of frame t−k of a clip."""
+    return f"frame{int(k)}"
+
+
+def label_field(k: int) -> str:
+    """The packed field of the label of frame t−k."""
+    return f"label{int(k)}"
+
+
+def flow_field(a: int, b: int) -> str:
+    """The packed field of the backward flow t−a -> t−b."""
+    return f"flow{int(a)}_{int(b)}"
+
+
+def _stores_files(dataset: Any, method: str, path: Path, fmt: str) -> bool:
+    """True when `dataset.<method>(path)` is the plain decode of the file (no mapping, cut or palette): the
+    file's bytes can be packed as they are. Checked on the first clip, like :func:`pack_split`."""
+    from src.data.datasets.clip_folder import ClipDataset
+
+    if getattr(type(dataset), method) is not getattr(ClipDataset, method):
+        return False  # the dataset transforms what it reads (e.g. VIPER / Cityscapes label ids -> protocol)
+    try:
+        decoded = decode(path.read_bytes(), fmt, str(path))
+    except (OSError, ValueError):
+        return False
+    read = getattr(dataset, method)(path)
+    return decoded.dtype == read.dtype and np.array_equal(decoded, read)
+
+
+class _PackClip:
+    """`litdata.optimize` worker function of a clip dataset: clip index -> {"index": i, "f0": bytes, ...},
+    the fields of ``names`` in order (frames, then labels, then flows; picklable)."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        offsets: tuple[int, ...],
+        label_offsets: tuple[int, ...],
+        flow_pairs: tuple[tuple[int, int], ...],
+        raw_frames: bool,
+        raw_labels: bool,
+    ) -> None:
+        self.dataset, self.offsets = dataset, offsets
+        self.label_offsets, self.flow_pairs = label_offsets, flow_pairs
+        self.raw_frames, self.raw_labels = raw_frames, raw_labels
+
+    def __call__(self, i: int) -> dict[str, Any]:
+        ds = self.dataset
+        where = f"clip {i} ({ds.name(i)}) of {_describe(ds)}"
+        values: list[bytes] = []
+        for k in self.offsets:
+            path = ds.frame_path(i, k)
+            values.append(
+                path.read_bytes() if self.raw_frames else encode(ds.read_frame(path), FMT_IMAGE, where)
+            )
+        for k in self.label_offsets:
+            path = ds.label_path(i, k)
+            if path is None:
+                raise ValueError(f"{where}: no label of frame t-{k}, but the first clip has one; every clip "
+                                 "of a split must have the same labelled frames")  # fmt: skip
+            values.append(
+                path.read_bytes() if self.raw_labels else encode(ds.read_label(path), FMT_LABEL, where)
+            )
+        for a, b in self.flow_pairs:
+            path = ds.flow_path(i, a, b)
+            data = path.read_bytes()
+            decode_flow(data, str(path))  # the checks of read_flow, here rather than at training time
+            values.append(data)
+        return {"index": int(i), **{f"f{k}": v for k, v in enumerate(values)}}
+
+
+def pack_clip_split(
+    dataset: Any,
+    out_dir: str | Path,
+    *,
+    offsets: Sequence[int],
+    label_offsets: Sequence[int] = (),
+    flow_pairs: Sequence[tuple[int, int]] = (),
+    interval: int | None = None,
+    flow_source: str = "files",
+    split: str = "",
+    num_workers: int = 1,
+    chunk_bytes: str | int = "64MB",
+    overwrite: bool = False,
+    start_method: str | None = None,
+) -> dict[str, Any]:
+    """Write the clip dataset `dataset` (src/data/datasets/clip_folder.py) as LitData chunks into the local
+    folder `out_dir`: per clip the frames t−k of `offsets`, the labels of `label_offsets` (those the dataset
+    has) and the flows of `flow_pairs` — what the video data module reads for this split (see
+    ``VideoUDADataModule.split_needs``) — with ``pack.json`` and the rare-class statistics of its
+    ``stats_root``. Returns the ``pack.json`` content.
+
+    Frames and labels are the original file bytes when the dataset reads them with the plain decoders
+    (checked on the first clip: the clip folder and synthetic clips); otherwise (SYNTHIA-Seq's cut rows,
+    VIPER / Cityscapes label-id mappings) the arrays it returns, losslessly PNG-encoded. Flows are the
+    ``int16 × 10`` ``.npy`` file bytes. `interval` (Δ of the target clips, None for source and validation)
+    and `flow_source` (``dis``: no flows packed) are recorded so that a run with other settings stops with
+    the fix (:class:`StreamingClipSplit`).
+    """
+    litdata = _require_litdata()
+    n = len(dataset)
+    if n == 0:
+        raise ValueError(f"{_describe(dataset)} holds no clip: nothing to pack")
+    offsets = tuple(int(k) for k in dict.fromkeys(offsets))
+    if 0 not in offsets:
+        raise ValueError(f"offsets {offsets} must include 0 (the current frame t)")
+    label_offsets = tuple(
+        int(k) for k in dict.fromkeys(label_offsets) if dataset.label_path(0, k) is not None
+    )
+    flow_pairs = tuple((int(a), int(b)) for a, b in dict.fromkeys(tuple(p) for p in flow_pairs))
+    dataset.verify(offsets, label_offsets, flow_pairs)  # every file exists, or the error with its fix
+    out = _prepare_out(out_dir, overwrite)
+
+    raw_frames = all(
+        _stores_files(dataset, "read_frame", dataset.frame_path(0, k), FMT_IMAGE) for k in offsets
+    )
+    raw_labels = all(_stores_files(dataset, "read_label", dataset.label_path(0, k), FMT_LABEL)
+                     for k in label_offsets)  # fmt: skip
+    names = ([frame_field(k) for k in offsets] + [label_field(k) for k in label_offsets]
+             + [flow_field(a, b) for a, b in flow_pairs])  # fmt: skip
+    formats = [FMT_IMAGE] * len(offsets) + [FMT_LABEL] * len(label_offsets) + [FMT_FLOW] * len(flow_pairs)
+    stored = (["file" if raw_frames else "array"] * len(offsets) + ["file" if raw_labels else "array"]
+              * len(label_offsets) + ["file"] * len(flow_pairs))  # fmt: skip
+    fn = _PackClip(dataset, offsets, label_offsets, flow_pairs, raw_frames, raw_labels)
+    order = _write_chunks(litdata, fn, n, out, dataset, num_workers=num_workers, chunk_bytes=chunk_bytes,
+                          start_method=start_method)  # fmt: skip
+    has_labels = bool(dataset.has_labels)
+    root = getattr(dataset, "stats_root", getattr(dataset, "root", None))
+    meta = {
+        "version": PACK_VERSION,
+        "kind": KIND_CLIPS,
+        "split": split,
+        "packed_from": str(getattr(dataset, "root", _describe(dataset))),
+        "dataset": type(dataset).__name__,
+        "num_items": n,
+        "structure": "dict",
+        "fields": names,
+        "formats": formats,
+        "stored": "files"
+        if "array" not in stored
+        else "arrays"
+        if "file" not in stored
+        else "files and arrays",
+        "stored_fields": stored,
+        "has_labels": has_labels,
+        "names": [str(dataset.name(i)) for i in range(n)],
+        "keys": [dataset.label_key(i) for i in range(n)] if has_labels else None,
+        "order": order.tolist(),
+        "files": _copy_stats(root, out),
+        "clip": {
+            "dataset": str(getattr(dataset, "dataset", type(dataset).__name__)),
+            "title": str(getattr(dataset, "title", type(dataset).__name__)),
+            "offsets": list(offsets),
+            "label_offsets": list(label_offsets),
+            "flow_pairs": [list(p) for p in flow_pairs],
+            "interval": None if interval is None else int(interval),
+            "flow_source": str(flow_source),
+            "prev_labels": bool(getattr(dataset, "prev_labels", False)),
+        },
     }
     (out / PACK_FILE).write_text(json.dumps(meta))
     return meta
@@ -369,6 +599,8 @@ class StreamingSplit:
         storage_options: passed to LitData's object-store client (e.g. ``{"endpoint_url": ...}``).
         key: the config key naming the folder, for error messages.
     """
+
+    kind: str = KIND_IMAGES
 
     def __init__(
         self,
@@ -412,6 +644,12 @@ class StreamingSplit:
             raise ValueError(
                 f"{join(self.url, PACK_FILE)} has pack format {meta.get('version')!r}, this library reads "
                 f"{PACK_VERSION}: pack the split again with scripts/pack_dataset.py"
+            )
+        if meta.get("kind", KIND_IMAGES) != self.kind:
+            raise ValueError(
+                f"{join(self.url, PACK_FILE)} holds packed {meta.get('kind', KIND_IMAGES)} (packed from "
+                f"{meta.get('packed_from')}), but this run reads {self.kind}: pack this run's data with "
+                f"`python scripts/pack_dataset.py <the data overrides of this run>` and point {key} at it"
             )
         if self.remote and meta.get("files"):
             _fetch(self.url, meta["files"], self.root, self.storage_options)  # rare-class statistics
@@ -466,9 +704,8 @@ class StreamingSplit:
             self._ds, self._pid = ds, os.getpid()
         return self._ds
 
-    def load(self, i: int) -> Any:
-        """Item i as the packed dataset's ``load(i)`` returned it: ``(image, label | None)`` for the image
-        datasets, or the packed tuple / dict of arrays."""
+    def _item(self, i: int) -> dict[str, Any]:
+        """The stored fields of item i (``{"index": i, "f0": bytes, ...}``), read by random access."""
         if not 0 <= i < len(self._order):
             raise IndexError(f"item {i} is out of range for the {len(self)} items of {self.url}")
         raw = self.reader()[self._order[i]]
@@ -477,11 +714,130 @@ class StreamingSplit:
                 f"{self.url}: chunk position {self._order[i]} holds item {raw['index']}, not {i}; "
                 f"{PACK_FILE} does not match the chunks: pack the split again"
             )
+        return raw
+
+    def load(self, i: int) -> Any:
+        """Item i as the packed dataset's ``load(i)`` returned it: ``(image, label | None)`` for the image
+        datasets, or the packed tuple / dict of arrays."""
+        raw = self._item(i)
         where = f"{self.url} item {i} ({self._names[i]})"
         values = [decode(raw[f"f{k}"], fmt, where) for k, fmt in enumerate(self.formats)]
         if self.structure == "dict":
             return dict(zip(self.fields, values))
         return tuple(values)
+
+
+class StreamingClipSplit(StreamingSplit):
+    """A packed *clip* split (written by :func:`pack_clip_split`) with the clip datasets' interface
+    (``load_clip``, ``verify``, ``index_of``, ``label_key``, ``stats_root``, ``name``, ``__len__``,
+    ``has_labels``, ``prev_labels``): clip ``i`` is clip ``i`` of the packed dataset and ``load_clip``
+    returns the arrays the dataset's ``load_clip`` returns, so the video training stream is the file run's.
+
+    ``interval`` / ``flow_source``: the run's ``data.interval`` and ``data.flow.source``; a target split
+    packed for another Δ, or without flows for a run that reads them, stops here with both values and the
+    fix.
+    """
+
+    kind = KIND_CLIPS
+
+    def __init__(
+        self,
+        url: str | os.PathLike,
+        *,
+        interval: int | None = None,
+        flow_source: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(url, **kwargs)
+        clip = self.meta["clip"]
+        self.offsets = tuple(int(k) for k in clip["offsets"])
+        self.label_offsets = tuple(int(k) for k in clip["label_offsets"])
+        self.flow_pairs = tuple((int(a), int(b)) for a, b in clip["flow_pairs"])
+        self.interval = clip.get("interval")
+        self.flow_source = clip["flow_source"]
+        self.prev_labels = bool(clip["prev_labels"]) and self.has_labels
+        self.dataset = clip["dataset"]
+        self.title = f"packed {clip['title']}"
+        self.split = self.meta.get("split", "")
+        self._field = {name: k for k, name in enumerate(self.fields)}
+        pack = join(self.url, PACK_FILE)
+        if interval is not None and self.interval is not None and int(interval) != int(self.interval):
+            d = int(self.interval)
+            raise ValueError(
+                f"{pack}: the target clips were packed for data.interval={d} (frames t, t-1, t-{d}, "
+                f"t-{d + 1} and their flows), but this run has data.interval={int(interval)}: pack them "
+                f"again with `python scripts/pack_dataset.py <the data overrides of this run> --interval "
+                f"{int(interval)} --overwrite`, or set data.interval={d}"
+            )
+        if flow_source == "files" and self.flow_source != "files":
+            raise ValueError(
+                f"{pack}: the clips were packed with data.flow.source={self.flow_source} (no flows in the "
+                f"chunks), but this run reads flows (data.flow.source=files): set data.flow.source="
+                f"{self.flow_source} (flows computed in the data workers), or pack again with "
+                "data.flow.source=files"
+            )
+
+    @property
+    def stats_root(self) -> Path:
+        """The folder holding the rare-class statistics copied next to the chunks (or their download)."""
+        return self.root
+
+    def verify(
+        self,
+        offsets: Sequence[int],
+        label_offsets: Sequence[int] = (),
+        flow_pairs: Sequence[tuple[int, int]] = (),
+        *,
+        max_report: int = 5,
+    ) -> None:
+        """Check that the chunks hold every frame, label and flow the run reads (what the clip datasets'
+        ``verify`` checks of the files); one error naming what is missing and the fix."""
+        kinds = (
+            ("frame", sorted(set(offsets) - set(self.offsets)), self.offsets, "t-{}"),
+            ("label", sorted(set(label_offsets) - set(self.label_offsets)), self.label_offsets, "t-{}"),
+            ("flow", sorted({tuple(p) for p in flow_pairs} - set(self.flow_pairs)), self.flow_pairs, "{}"),
+        )
+        for kind, missing, packed, fmt in kinds:
+            if missing:
+                shown = ", ".join(fmt.format(m) for m in missing[:max_report])
+                raise ValueError(
+                    f"{join(self.url, PACK_FILE)}: this run reads the {kind}(s) {shown} of every clip, which "
+                    f"are not in the chunks (packed: {', '.join(fmt.format(p) for p in packed) or 'none'}; "
+                    f"packed with data.flow.source={self.flow_source}); pack the split again with the data "
+                    "overrides of this run: python scripts/pack_dataset.py <overrides> --overwrite"
+                )
+
+    def _decode_field(self, raw: dict[str, Any], name: str, i: int, what: str) -> Any:
+        k = self._field.get(name)
+        if k is None:
+            raise KeyError(
+                f"{self.url}: {what} of clip {i} ({self._names[i]}) is not in the chunks (packed: "
+                f"{self.fields}); pack the split again with the data overrides of this run"
+            )
+        return decode(raw[f"f{k}"], self.formats[k], f"{self.url} clip {i} ({self._names[i]}) {what}")
+
+    def load_clip(
+        self,
+        i: int,
+        offsets: Sequence[int],
+        label_offsets: Sequence[int] = (),
+        flow_pairs: Sequence[tuple[int, int]] = (),
+    ) -> Any:
+        """Clip i as the packed dataset's ``load_clip`` returns it: frames t−k for ``offsets``, the labels
+        of ``label_offsets`` that were packed (the frames the dataset has labels of) and the flows of
+        ``flow_pairs``; each field decoded once."""
+        from src.data.datasets.clip_folder import Clip
+
+        raw = self._item(i)
+        frames = {
+            k: self._decode_field(raw, frame_field(k), i, f"frame t-{k}") for k in dict.fromkeys(offsets)
+        }
+        labels = {k: self._decode_field(raw, label_field(k), i, f"label t-{k}")
+                  for k in dict.fromkeys(label_offsets) if k in self.label_offsets}  # fmt: skip
+        flows = {}
+        for a, b in dict.fromkeys(tuple(p) for p in flow_pairs):
+            flows[(a, b)] = self._decode_field(raw, flow_field(a, b), i, f"flow t-{a} -> t-{b}")
+        return Clip(name=self._names[i], frames=frames, labels=labels, flows=flows)
 
 
 def open_split(
@@ -498,3 +854,22 @@ def open_split(
             f"{key} is not set"
         )
     return StreamingSplit(join(streaming_dir, split), key=key, **kwargs)
+
+
+def open_clip_split(
+    streaming_dir: str | os.PathLike | None,
+    split: str,
+    *,
+    interval: int | None = None,
+    flow_source: str | None = None,
+    key: str = "data.streaming_dir",
+    **kwargs: Any,
+) -> StreamingClipSplit:
+    """The packed clip split `split` (source, target or val) under `streaming_dir` (a folder or URL)."""
+    if not streaming_dir:
+        raise ValueError(
+            f"data.streaming=true needs {key}=<folder or URL written by scripts/pack_dataset.py>; "
+            f"{key} is not set"
+        )
+    return StreamingClipSplit(join(streaming_dir, split), interval=interval, flow_source=flow_source, key=key,
+                              **kwargs)  # fmt: skip

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.data.classes import IGNORE_INDEX
 from src.data.datamodule import ShardSampler, UDADataModule, pseudo_margin_mask
-from src.data.datasets.clip_folder import Clip
+from src.data.datasets.clip_folder import Clip, Pair
 from src.data.flow import compute_dis_flow, flip_flow, resize_flow
 from src.data.rare_class_sampling import STATS_FILE, RareClassSampler
 from src.data.transforms import TrainTransform, _pad_to, _resize, rescale_size, to_tensor, to_uint8_tensor
@@ -352,6 +352,9 @@ class VideoUDADataModule(UDADataModule):
     ``eval_subsets``, ``prepare``, ``rcs``, ``seed``) plus ``interval`` (Δ) and ``flow`` (:class:`FlowOptions`
     keys). The datasets are clip datasets (src/data/datasets/clip_folder.py: ``load_clip``, ``verify``,
     ``stats_root``, ``index_of``); :meth:`setup` checks that every frame, label and flow they need exists.
+    ``streaming=True`` reads the three splits from LitData chunks written by scripts/pack_dataset.py
+    (src/data/streaming.py :class:`~src.data.streaming.StreamingClipSplit`, the same clips and training
+    stream; the target chunks must be packed for this ``interval``).
     """
 
     def __init__(
@@ -363,12 +366,7 @@ class VideoUDADataModule(UDADataModule):
         streaming: bool = False,
         **kwargs: Any,
     ) -> None:
-        if streaming:
-            raise ValueError(
-                "data.streaming=true packs image datasets only; video clips are read from their files: set "
-                "data.streaming=false"
-            )
-        super().__init__(**kwargs)
+        super().__init__(streaming=streaming, **kwargs)
         self.interval = int(interval)
         self.target_frames, self.target_flows = target_keys(self.interval)
         self.flow = FlowOptions(**dict(flow or {}))
@@ -388,30 +386,47 @@ class VideoUDADataModule(UDADataModule):
         )
         self._verified: set[str] = set()
 
+    def split_needs(self, split: str, ds: Any) -> tuple[tuple[int, ...], tuple[int, ...], tuple[Pair, ...]]:
+        """(frame offsets, label offsets, flow pairs) every clip of ``split`` is read with (training and
+        validation): what :meth:`setup` checks and scripts/pack_dataset.py packs."""
+        files = self.flow.from_files
+        if split == "target":
+            pairs = tuple(dict.fromkeys(self.target_flows.values())) if files else ()
+            return tuple(dict.fromkeys(self.target_frames.values())), (), pairs
+        labels = (0, 1) if split == "source" and ds.prev_labels else (0,)
+        return (0, 1), labels, ((0, 1),) if files else ()
+
+    def _open(self, split: str, factory: Any) -> Any:
+        """The clip dataset of a split, or its packed chunks when streaming (checked against this run's
+        ``interval`` and ``flow.source``)."""
+        if factory is None or not self.streaming:
+            return super()._open(split, factory)
+        from src.data.streaming import open_clip_split
+
+        interval = self.interval if split == "target" else None
+        return open_clip_split(self.streaming_dir, split, interval=interval, flow_source=self.flow.source,
+                               **self.streaming_options)  # fmt: skip
+
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
-        files = self.flow.from_files
-        checks: list[tuple[str, Any, tuple, tuple, tuple]] = [
-            ("val", self.val, (0, 1), (0,), ((0, 1),) if files else ()),
-        ]
-        if self.source is not None:
-            labels = (0, 1) if self.source.prev_labels else (0,)
-            checks.append(("source", self.source, (0, 1), labels, ((0, 1),) if files else ()))
-        if self.target is not None:
-            pairs = tuple(dict.fromkeys(self.target_flows.values())) if files else ()
-            checks.append(("target", self.target, tuple(self.target_frames.values()), (), pairs))
-        for split, ds, offsets, label_offsets, pairs in checks:
+        for split, ds in (("val", self.val), ("source", self.source), ("target", self.target)):
             if split in self._verified or ds is None:
                 continue
             if split == "val" and not ds.has_labels:
                 raise ValueError(f"the validation clips ({ds.root}) must be read with labels (labels: true)")
-            ds.verify(offsets, label_offsets, pairs)
+            ds.verify(*self.split_needs(split, ds))
             self._verified.add(split)
 
     def rare_class_sampler(self) -> RareClassSampler | None:
         if not self.rcs_cfg.get("enabled", False):
             return None
         root = getattr(self.source, "stats_root", self.source.root)
+        if self.streaming and not (root / STATS_FILE).is_file():
+            raise FileNotFoundError(
+                f"rare class sampling needs the statistics of the source clips, which the packed split "
+                f"{self.source.url} does not hold: run `python scripts/prepare_data.py {self.source.dataset} "
+                f"<the source clips' folder>`, then pack again, or turn it off with uda.rcs.enabled=false"
+            )
         if not (root / STATS_FILE).is_file():
             raise FileNotFoundError(
                 f"rare class sampling needs {root / STATS_FILE} (class statistics of the source clips' "

@@ -174,7 +174,12 @@ class UDAModule(pl.LightningModule):
         return [opt], [{"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, sched), "interval": "step"}]
 
     def setup(self, stage: str) -> None:
-        """`train.channels_last` / `train.compile`, applied once before the optimizer is built."""
+        """`train.channels_last` / `train.compile`, applied once before the optimizer is built; when the data
+        module streams packed chunks, rare-class donors are read from its packed source split too."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        paster = getattr(self.mix, "rare_paster", None)
+        if paster is not None and getattr(dm, "streaming", False) and getattr(dm, "source", None) is not None:
+            paster.use_dataset(dm.source)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D weights (convolutions); inputs in `_prep`
         if self.compile_mode and not getattr(self, "_compiled", False):

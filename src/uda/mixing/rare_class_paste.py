@@ -94,6 +94,10 @@ class DatasetLoader:
             self._dataset = self._factory()
         return self._dataset
 
+    def use(self, dataset: Any) -> None:
+        """Read donors through ``dataset`` from now on (e.g. the data module's packed source split)."""
+        self._factory, self._dataset = None, dataset
+
     def __call__(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         ds = self.dataset
         key = Path(path).relative_to(Path(ds.root)).as_posix()
@@ -162,6 +166,20 @@ class RareClassPaster:
         self.max_tries = int(max_tries)
         self.ignore_index = int(ignore_index)
         self._files: dict[int, list[str]] | None = None
+
+    def use_dataset(self, dataset: Any) -> None:
+        """Draw donors from ``dataset`` (the data module's source split, e.g. LitData chunks when streaming):
+        the class -> files index is read from its statistics folder (``stats_root``, else ``root``) and the
+        donors through a :class:`DatasetLoader` on it."""
+        if not isinstance(self.loader, DatasetLoader):
+            raise ValueError(
+                f"rare-class pasting reads donors with {self.loader!r}, which cannot read the data module's "
+                f"source split: use the DatasetLoader of conf/uda/mix/quadmix.yaml "
+                f"(uda.mix.rare_paster.loader)"
+            )
+        self.loader.use(dataset)
+        self.root = Path(getattr(dataset, "stats_root", dataset.root))
+        self._files = None
 
     # ------------------------------------------------------------------ index
     @property
