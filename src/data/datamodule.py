@@ -79,6 +79,8 @@ class UDATrainDataset(Dataset):
         return np.random.default_rng([self.seed, self.rank, i])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        """The draws of item i, in this order from one generator: the source index (a rare-class draw, or
+        uniform), the source item's augmentation, the target index (uniform), the target's augmentation."""
         rng = self.rng(i)
         rcs_class, rcs_min = None, 0.0
         if self.rcs is not None:
@@ -87,19 +89,24 @@ class UDATrainDataset(Dataset):
             rcs_min = self.rcs.min_crop_pixels
         else:
             si = int(rng.integers(len(self.source)))
-        image, label = self.source.load(si)
-        item = {
-            "source": self.source_transform(image, label, rng, rcs_class=rcs_class, rcs_min_pixels=rcs_min)
-        }
+        item = {"source": self.source_item(si, rng, rcs_class, rcs_min)}
         if self.target is not None:
-            ti = int(rng.integers(len(self.target)))
-            image, _ = self.target.load(ti)  # target labels are never trained on
-            valid = None
-            if self.target_pseudo_margins is not None:
-                valid = pseudo_margin_mask(image.shape[0], image.shape[1], tuple(self.target_pseudo_margins))
-            t = self.target_transform(image, None, rng, valid=valid)
-            item["target"] = t
+            item["target"] = self.target_item(int(rng.integers(len(self.target))), rng)
         return item
+
+    def margin_mask(self, height: int, width: int) -> np.ndarray | None:
+        """The target's pseudo-label margin mask (``target_pseudo_margins``), or None."""
+        if self.target_pseudo_margins is None:
+            return None
+        return pseudo_margin_mask(height, width, tuple(self.target_pseudo_margins))
+
+    def source_item(self, si: int, rng: np.random.Generator, rcs_class: int | None, rcs_min: float) -> dict:
+        image, label = self.source.load(si)
+        return self.source_transform(image, label, rng, rcs_class=rcs_class, rcs_min_pixels=rcs_min)
+
+    def target_item(self, ti: int, rng: np.random.Generator) -> dict:
+        image, _ = self.target.load(ti)  # target labels are never trained on
+        return self.target_transform(image, None, rng, valid=self.margin_mask(*image.shape[:2]))
 
 
 class EvalDataset(Dataset):

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from src.data.classes import IGNORE_INDEX
-from src.data.datamodule import ShardSampler, UDADataModule, pseudo_margin_mask
+from src.data.datamodule import ShardSampler, UDADataModule, UDATrainDataset
 from src.data.datasets.clip_folder import Clip, Pair
 from src.data.flow import compute_dis_flow, flip_flow, resize_flow
 from src.data.rare_class_sampling import STATS_FILE, RareClassSampler
@@ -262,10 +262,10 @@ class ClipEvalTransform:
         return out
 
 
-class VideoTrainDataset(Dataset):
-    """Item i = {"source": S, "target": T} (module docstring) drawn from default_rng([seed, rank, i]), as
-    the image pipeline's UDATrainDataset: the rare-class draw (or a uniform source clip), the source clip's
-    crop and flip, then a uniform target clip and its crop and flip."""
+class VideoTrainDataset(UDATrainDataset):
+    """Item i = {"source": S, "target": T} (module docstring) drawn from default_rng([seed, rank, i]) with the
+    image pipeline's draws (:class:`~src.data.datamodule.UDATrainDataset`: the rare-class draw or a uniform
+    source clip, its crop and flip, then a uniform target clip and its crop and flip); items are clips."""
 
     def __init__(
         self,
@@ -280,56 +280,27 @@ class VideoTrainDataset(Dataset):
         rank: int = 0,
         target_pseudo_margins: tuple[int, int, int, int] | None = None,
     ) -> None:
-        self.source, self.target = source, target
-        self.source_transform, self.target_transform = source_transform, target_transform
-        self.rcs, self.seed, self.rank = rcs, seed, rank
-        self.target_pseudo_margins = target_pseudo_margins
+        super().__init__(source=source, target=target, source_transform=source_transform,
+                         target_transform=target_transform, rcs=rcs, seed=seed, rank=rank,
+                         target_pseudo_margins=target_pseudo_margins)  # fmt: skip
         self.target_frames, self.target_flows = target_keys(interval)
         from_files = source_transform.flow.from_files
         self.source_labels = SOURCE_LABELS if source.prev_labels else {"gt": 0}
         self.source_pairs = tuple(PAIR_FLOW.values()) if from_files else ()
         self.target_pairs = tuple(dict.fromkeys(self.target_flows.values())) if from_files else ()
 
-    def __len__(self) -> int:  # the stream is unbounded; the sampler decides how much is read
-        return 2**62
-
-    def rng(self, i: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.rank, i])
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        rng = self.rng(i)
-        rcs_class, rcs_min = None, 0.0
-        if self.rcs is not None:
-            rcs_class, key = self.rcs.sample(rng)
-            si = self.source.index_of(key)
-            rcs_min = self.rcs.min_crop_pixels
-        else:
-            si = int(rng.integers(len(self.source)))
+    def source_item(self, si: int, rng: np.random.Generator, rcs_class: int | None, rcs_min: float) -> dict:
         clip = self.source.load_clip(si, (0, 1), tuple(self.source_labels.values()), self.source_pairs)
-        item = {
-            "source": self.source_transform(
-                clip,
-                rng,
-                frame_keys=SOURCE_FRAMES,
-                flow_keys=PAIR_FLOW,
-                label_keys=SOURCE_LABELS,
-                rcs_class=rcs_class,
-                rcs_min_pixels=rcs_min,
-            )  # fmt: skip
-        }
-        if self.target is not None:
-            ti = int(rng.integers(len(self.target)))
-            offsets = tuple(dict.fromkeys(self.target_frames.values()))
-            clip = self.target.load_clip(ti, offsets, (), self.target_pairs)
-            valid = None
-            if self.target_pseudo_margins is not None:
-                h, w = clip.frames[0].shape[:2]
-                valid = pseudo_margin_mask(h, w, tuple(self.target_pseudo_margins))
-            item["target"] = self.target_transform(
-                clip, rng, frame_keys=self.target_frames, flow_keys=self.target_flows, valid=valid,
-                with_valid=True,
-            )  # fmt: skip
-        return item
+        return self.source_transform(clip, rng, frame_keys=SOURCE_FRAMES, flow_keys=PAIR_FLOW,
+                                     label_keys=SOURCE_LABELS, rcs_class=rcs_class,
+                                     rcs_min_pixels=rcs_min)  # fmt: skip
+
+    def target_item(self, ti: int, rng: np.random.Generator) -> dict:
+        offsets = tuple(dict.fromkeys(self.target_frames.values()))
+        clip = self.target.load_clip(ti, offsets, (), self.target_pairs)
+        return self.target_transform(clip, rng, frame_keys=self.target_frames, flow_keys=self.target_flows,
+                                     valid=self.margin_mask(*clip.frames[0].shape[:2]),
+                                     with_valid=True)  # fmt: skip
 
 
 class VideoEvalDataset(Dataset):
