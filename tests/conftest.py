@@ -50,6 +50,17 @@ def data_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def video_data_dir(tmp_path_factory) -> Path:
+    """DATA_ROOT holding tiny synthetic clips, 64x128 (target clips hold t-3..t: data.interval 1 or 2)."""
+    d = tmp_path_factory.mktemp("video_data")
+    from src.data.prepare import prepare_synthetic_video
+
+    prepare_synthetic_video(d / "synthetic_video", num_source=6, num_target=6, num_val=2, height=64,
+                            width=128, max_interval=2, seed=0)  # fmt: skip
+    return d
+
+
 def compose_cfg(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))

@@ -28,17 +28,6 @@ TINY_VIDEO = [
 UDASS_FAST = ["uda.mix.quadmix_start=1", "uda.mmd.target_weights=[0.5,0.5]", "uda.tps_start=0"]
 
 
-@pytest.fixture(scope="session")
-def video_data_dir(tmp_path_factory) -> Path:
-    """DATA_ROOT holding the tiny synthetic clips (generated once per session)."""
-    d = tmp_path_factory.mktemp("video_data")
-    from src.data.prepare import prepare_synthetic_video
-
-    prepare_synthetic_video(d / "synthetic_video", num_source=6, num_target=6, num_val=2, height=64,
-                            width=128, max_interval=2, seed=0)  # fmt: skip
-    return d
-
-
 @pytest.fixture
 def video_cfg(video_data_dir, tmp_path):
     def make(*overrides: str):

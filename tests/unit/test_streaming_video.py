@@ -40,19 +40,13 @@ TINY_VIDEO = [
     "data.num_workers=0",
 ]
 RCS = ["uda.rcs.enabled=true", "uda.rcs.min_pixels=20"]  # rare-class sampling on the 64x128 clips
-# `++`: the video data configs need not declare the streaming keys for these tests to run
 STREAM = ["data.streaming=true"]
 
 
-@pytest.fixture(scope="module")
-def video_root(tmp_path_factory) -> Path:
-    """DATA_ROOT holding tiny synthetic clips (target clips hold t-3..t: data.interval 1 or 2)."""
-    d = tmp_path_factory.mktemp("video_data")
-    from src.data.prepare import prepare_synthetic_video
-
-    prepare_synthetic_video(d / "synthetic_video", num_source=6, num_target=6, num_val=2, height=64,
-                            width=128, max_interval=2, seed=0)  # fmt: skip
-    return d
+@pytest.fixture(scope="session")
+def video_root(video_data_dir) -> Path:
+    """The tiny synthetic clips of tests/conftest.py (session-wide)."""
+    return video_data_dir
 
 
 @pytest.fixture(scope="module")
