@@ -527,6 +527,8 @@ def pack_clip_split(
                           start_method=start_method)  # fmt: skip
     has_labels = bool(dataset.has_labels)
     root = getattr(dataset, "stats_root", getattr(dataset, "root", None))
+    kinds = set(stored)
+    stored_as = "files and arrays" if len(kinds) > 1 else {"file": "files", "array": "arrays"}[kinds.pop()]
     meta = {
         "version": PACK_VERSION,
         "kind": KIND_CLIPS,
@@ -537,11 +539,7 @@ def pack_clip_split(
         "structure": "dict",
         "fields": names,
         "formats": formats,
-        "stored": "files"
-        if "array" not in stored
-        else "arrays"
-        if "file" not in stored
-        else "files and arrays",
+        "stored": stored_as,
         "stored_fields": stored,
         "has_labels": has_labels,
         "names": [str(dataset.name(i)) for i in range(n)],
