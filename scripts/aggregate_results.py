@@ -5,8 +5,8 @@
         [--out results/synthetic_benchmark] [--per-class]
 
 Rows group runs by (method, data, model, steps); each cell is mean ± std over the seeds (sample std,
-n-1), in percent. Writes `<out>.md` (markdown) and `<out>.csv` (one row per group, per-class means too)
-and prints the markdown.
+n-1; a single seed shows its value alone, an empty std in the CSV), in percent. Writes `<out>.md`
+(markdown) and `<out>.csv` (one row per group, per-class means too) and prints the markdown.
 """
 
 from __future__ import annotations
@@ -45,11 +45,14 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None, in
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return None, None, 0
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None), len(vals)
 
 
 def fmt(m: float | None, s: float | None) -> str:
-    return "n/a" if m is None else f"{m:.1f} ± {s:.1f}"
+    """``mean ± std``; one seed has no spread: the value alone."""
+    if m is None:
+        return "n/a"
+    return f"{m:.1f}" if s is None else f"{m:.1f} ± {s:.1f}"
 
 
 def aggregate(runs: list[dict]) -> list[dict]:

@@ -33,9 +33,10 @@ def test_mean_std_over_seeds(tmp_path):
     mean, std, n = rows["dacs"]["mIoU"]
     assert (mean, n) == (42.0, 3) and std == pytest.approx(2.0)
     assert rows["dacs"]["per_class"]["road"][2] == 2  # a null IoU is skipped, not counted as 0
-    assert rows["source_only"]["mIoU"][1] == 0.0
+    assert rows["source_only"]["mIoU"][1] is None  # one seed: no spread, shown as the value alone
     md = agg.to_markdown(list(rows.values()), per_class=True)
     assert "42.0 ± 2.0" in md and "road" in md.splitlines()[0]
+    assert "| 30.0 |" in md and "30.0 ±" not in md
     assert agg.main([str(tmp_path), "--out", str(tmp_path / "table")]) == 0
     assert (tmp_path / "table.csv").read_text().count("\n") == 3
 
