@@ -151,3 +151,41 @@ def test_cnn_student_trains_with_aux_terms_histogram_matching_and_rescale(video_
     assert out["steps"] == 2 and 0.0 <= out["mIoU"] <= 100.0
     assert calls["aux"] == 4 and calls["match"] == 4  # source + TPS per step; cf and kf per step
     assert {"train/loss_src", "train/loss_tps"} <= _metrics_header(cfg.paths.output_dir)
+
+
+def test_mic_and_feature_distance_compose_with_udass_video(video_cfg):
+    """uda/mask=mic and uda/fd=imnet on the video module (udass_mic_synthetic_video): L_fd on the source clip,
+    MIC's masked consistency on the current target pair with one augmentation and one mask for both frames."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from src.uda.video.module import build_module
+
+    cfg = video_cfg("experiment=udass_mic_synthetic_video", *UDASS_FAST, "trainer.max_steps=2",
+                    "trainer.val_check_interval=2")  # fmt: skip
+    out = train(cfg)
+    assert out["steps"] == 2 and out["method"] == "udass_mic_video" and 0.0 <= out["mIoU"] <= 100.0
+    losses = {"train/loss_src", "train/loss_fd", "train/loss_tps", "train/loss_mask", "train/loss_ss"}
+    assert losses <= _metrics_header(cfg.paths.output_dir)
+
+    module = build_module(OmegaConf.to_container(cfg, resolve=True), load_pretrained=False)
+    g = torch.Generator().manual_seed(0)
+    x, x_prev = torch.randn(2, 3, 32, 32, generator=g), torch.randn(2, 3, 32, 32, generator=g)
+    pl = SimpleNamespace(y_full=torch.zeros(2, 32, 32, dtype=torch.long), p_full=torch.ones(2, 32, 32))
+    state = g.get_state()
+    x_m, xp_m = module.masked_pair(x, x_prev, pl, g)
+    assert torch.equal(x_m == 0, xp_m == 0) and 0.5 < float((x_m == 0).float().mean()) < 0.9  # ratio 0.7
+    g.set_state(state)
+    same_t, same_prev = module.masked_pair(x, x, pl, g)  # one frame twice: one augmentation and one mask
+    assert torch.equal(same_t, same_prev) and torch.equal(same_t, x_m)
+
+
+def test_video_module_refuses_omuda_fdm_target(video_cfg):
+    from omegaconf import OmegaConf
+
+    from src.uda.video.module import build_module
+
+    cfg = video_cfg("experiment=udass_mic_synthetic_video", "uda/fd=fdm")
+    with pytest.raises(ValueError, match="uda/fd=imnet"):
+        build_module(OmegaConf.to_container(cfg, resolve=True), load_pretrained=False)

@@ -59,6 +59,7 @@ class ClipLogits(NamedTuple):
     current: Tensor  # current-frame logits (with gradient)
     previous: Tensor  # warped previous-frame logits (no gradient; inside a fusio mask: the current ones)
     aux: Tensor | None = None  # SF([aux current, warped aux previous]) of the auxiliary classifier, if any
+    feats: list[Tensor] | None = None  # the current frame's backbone features (``return_feat=True``)
 
 
 class TemporalSegmentor(Segmentor):
@@ -120,12 +121,19 @@ class TemporalSegmentor(Segmentor):
         return self.sf_layer(torch.cat([current, previous.to(current.dtype)], dim=1))
 
     def forward_clip(
-        self, x: Tensor, x_prev: Tensor, flow: Tensor, *, fusio_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        x_prev: Tensor,
+        flow: Tensor,
+        *,
+        fusio_mask: Tensor | None = None,
+        return_feat: bool = False,
     ) -> ClipLogits:
         """Two-frame forward: x, x_prev (B,3,H,W), backward flow t→t−1 (B,2,H',W') at any resolution.
 
         ``fusio_mask`` (B,1,H,W) or (B,H,W), {0,1} at the input resolution: fusio mode (see the module
-        docstring); the outputs are then at the input resolution, else at the head's.
+        docstring); the outputs are then at the input resolution, else at the head's. ``return_feat``: also
+        return the current frame's backbone features (the ImageNet feature distance trains on them).
         """
         if x.shape != x_prev.shape:
             raise ValueError(f"forward_clip: frame t {tuple(x.shape)} and t-1 {tuple(x_prev.shape)} differ")
@@ -133,7 +141,9 @@ class TemporalSegmentor(Segmentor):
             raise ValueError(
                 f"forward_clip: flow must be (B,2,H,W) for B={x.shape[0]}, got {tuple(flow.shape)}"
             )
-        current, current_aux = self._frame_logits(x)
+        feats = self.extract_feat(x)
+        current = self.decode(feats)
+        current_aux = None if self.aux_head is None else self.aux_head(feats)
         with torch.no_grad():  # the key frame never receives a gradient (udass.md §2.5a)
             previous, previous_aux = self._frame_logits(x_prev)
         m = None
@@ -145,7 +155,8 @@ class TemporalSegmentor(Segmentor):
         aux = None
         if current_aux is not None:
             aux = self.fuse(*self._warp_previous(current_aux, previous_aux, flow, m))
-        return ClipLogits(fused=self.fuse(current, warped), current=current, previous=warped, aux=aux)
+        return ClipLogits(fused=self.fuse(current, warped), current=current, previous=warped, aux=aux,
+                          feats=feats if return_feat else None)  # fmt: skip
 
     def _frame_logits(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Main and (if any) auxiliary logits of one frame, from one backbone pass."""

@@ -17,6 +17,13 @@ training and validation steps. One training step, in the order of the paper::
     L      = λ_T·(L_TPS + L_ST) + L_SS + L_src + 0.01·L_MMD                                      §2.6.6
     one optimizer step, then the lr schedule step.
 
+The image strategies compose with it through config (ours; no reference runs them on clips):
+``uda/fd=imnet`` adds DAFormer's ImageNet feature distance on the current source frame's features
+(daformer_mic.md §1.6) to L_src, and ``uda/mask=mic`` (or ``cam``) adds MIC's masked consistency
+(daformer_mic.md §2): both current target frames through MIC's own strong augmentation and the *same*
+block mask, the two-frame student trained on the TPS labels ŷ with weight ``uda.mask.weight``, from
+``uda.tps_start`` on like L_TPS.
+
 The 0.1·aux terms (``uda.aux_weight``) exist when the model has the CNN student's auxiliary classifier
 (``model.aux_head=true``, accel_deeplabv2_r101; udass.md §2.5a); ŷ_aux is the TPS label of the teacher's
 fused auxiliary output. ``uda.source_histogram_match`` matches the source frames' histograms to the
@@ -80,11 +87,10 @@ class VideoUDAModule(UDAModule):
                 f"use model=accel_{name} (src/models/temporal_aggregation.py), e.g. "
                 f"model=accel_daformer_mitb5"
             )
-        if self.mask is not None or self.fd is not None:
+        if self.fdm_target:
             raise ValueError(
-                f"uda={self.method}: uda.mask / uda.fd (MIC, feature distance) are image terms the video "
-                f"module does not run; set them to none, or train an image method on video data "
-                f"(e.g. experiment=mic_viper)"
+                f"uda={self.method}: OMUDA FDM's target term (uda/fd=fdm) is an image term the video module "
+                f"does not run; use uda/fd=imnet (the source feature distance) or uda/fd=none"
             )
         if self.pseudo_labeler is not None and not isinstance(self.pseudo_labeler, TemporalPseudoSupervision):
             raise ValueError(
@@ -128,6 +134,16 @@ class VideoUDAModule(UDAModule):
         teacher.set_pseudo_label_mode()
         return teacher.model.forward_clip(x, x_prev, flow)
 
+    def masked_pair(self, x: torch.Tensor, x_prev: torch.Tensor, pl, g: torch.Generator):
+        """Both frames through ``uda.mask`` (MIC's strong augmentation and block mask) with the same draws."""
+        state = g.get_state()
+        x_m, _ = self.mask(x, generator=g, pseudo_label=pl.y_full, confidence=pl.p_full)
+        after = g.get_state()
+        g.set_state(state)  # replay the same draws for frame t−1
+        xp_m, _ = self.mask(x_prev, generator=g, pseudo_label=pl.y_full, confidence=pl.p_full)
+        g.set_state(after)
+        return x_m, xp_m
+
     def with_aux(self, main: torch.Tensor, out: ClipLogits, y: torch.Tensor, loss_fn=weighted_cross_entropy):
         """``main + aux_weight · loss_fn(out.aux, y)`` when the model has an auxiliary classifier (§2.6.6)."""
         if out.aux is None or self.aux_weight == 0:
@@ -164,12 +180,18 @@ class VideoUDAModule(UDAModule):
 
         # L_src: the fused two-frame prediction on the labelled source clip (§2.6.2).
         with stage("source_fwd"):
-            out_s = self.student.forward_clip(src.x, src.x_prev, src.flow)
+            out_s = self.student.forward_clip(src.x, src.x_prev, src.flow, return_feat=self.fd is not None)
             logits_s = out_s.fused
             loss_src = self.with_aux(weighted_cross_entropy(logits_s, src.y), out_s, src.y)
         logs["train/loss_src"] = loss_src.detach()
         loss = loss_src
-        mixes = []
+        if self.fd is not None:  # ImageNet feature distance, current source frame (daformer_mic.md §1.6)
+            with stage("source_fd"):
+                loss_fd = self.fd(out_s.feats, src.x, src.y)
+            logs["train/loss_fd"] = loss_fd.detach()
+            loss = loss + loss_fd
+        del out_s
+        mixes, masked = [], None
 
         if has_target:
             tgt = batch["target"]
@@ -217,6 +239,12 @@ class VideoUDAModule(UDAModule):
                     logs["train/loss_mmd"] = loss_mmd.detach()
                     loss = loss + loss_mmd
 
+                # MIC on the current pair (ours, module docstring): one augmentation and one block mask.
+                if self.mask is not None:
+                    with stage("mask"):
+                        masked = self.masked_pair(x_t, x_tp, pl, g)
+                    self.keep_for_panel(x_masked=masked[0])
+
             # Video QuadMix (§2.6.4): both mixed clips, frames, labels and flows mixed with the same masks.
             if self.mix is not None:
                 with stage("mix"):
@@ -229,7 +257,7 @@ class VideoUDAModule(UDAModule):
                     m = mixes[-1]
                     self.keep_for_panel(x_mix=m.x, y_mix=m.y, w_mix=torch.ones_like(m.y, dtype=torch.float32))
         with stage("fwd_bwd"):
-            self.backward_term(loss, last=not mixes)
+            self.backward_term(loss, last=not mixes and masked is None)
         del logits_s, loss
 
         # L_SS (weight 1) and λ_T·L_ST on the fusio forward of each mixed clip, one backward each (§2.6.6).
@@ -238,8 +266,17 @@ class VideoUDAModule(UDAModule):
                 weight = 1.0 if m.name == "ss" else self.lambda_t
                 loss_m = weight * self.clip_loss(m.x, m.x_prev, m.flow, m.y, fusio_mask=m.fusio_mask)
                 logs[f"train/loss_{m.name}"] = loss_m.detach()
-                self.backward_term(loss_m, last=i == len(mixes) - 1)
+                self.backward_term(loss_m, last=i == len(mixes) - 1 and masked is None)
                 del loss_m
+
+        if masked is not None:
+            with stage("mask_fwd_bwd"):
+                tgt = batch["target"]
+                out_m = self.student.forward_clip(masked[0], masked[1], tgt["flow"].float())
+                loss_mask = self.mask.weight * self.pseudo_labeler.loss(out_m.fused, pl, tgt.get("valid"))
+                logs["train/loss_mask"] = loss_mask.detach()
+                self.backward_term(loss_mask, last=True)
+                del out_m, loss_mask
 
         self.optimizer_step_and_log(opt, logs, t, batch_size=src.x.shape[0])
 
