@@ -25,7 +25,7 @@ frame t−1, backward flow t→t−1), whole or in sliding windows that crop bot
 * video: each predicted frame t with the immediately preceding *decoded* frame t−1, also when
   ``video.every_n_frames`` > 1 (the previous decoded frame is kept in memory);
 * folder of images (``sequence=true``): every (sub-)folder is one ordered frame sequence, its files sorted
-  by name (zero-pad frame numbers: ``frame_10`` sorts before ``frame_9``); frame t−1 is the previous file of
+  by name, numbers compared as numbers (``frame_9`` before ``frame_10``); frame t−1 is the previous file of
   the same folder, and frames of a sequence must share one size. ``sequence=false``: every image is a first
   frame;
 * the **first frame of a sequence** (frame 0 of a video, the first file of a folder, a single image input)
@@ -40,6 +40,7 @@ video_uda.md §6; ``flow.preset``, ``flow.scale``) on the two frames as the netw
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,11 +98,16 @@ def resolve_input(path: str | Path, *, recursive: bool = False) -> tuple[str, li
 
 
 def frame_sequences(files: list[Path]) -> list[list[Path]]:
-    """The ordered frame sequences of a folder input: one per (sub-)folder, files sorted by name."""
+    """The ordered frame sequences of a folder input: one per (sub-)folder, files in natural name order
+    (digit runs compared as numbers: ``frame_9`` before ``frame_10``; zero-padded names sort as before)."""
     groups: dict[Path, list[Path]] = {}
     for f in files:
         groups.setdefault(f.parent, []).append(f)
-    return [sorted(groups[parent], key=lambda p: p.name) for parent in sorted(groups)]
+    return [sorted(groups[parent], key=_natural_key) for parent in sorted(groups)]
+
+
+def _natural_key(path: Path) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
 
 
 def pick_device(name: str) -> torch.device:

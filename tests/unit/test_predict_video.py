@@ -233,3 +233,15 @@ def test_bad_sequences_and_flow_options_are_readable(ckpt, module, tmp_path):
     files = [Path("r/s2/b.png"), Path("r/s1/b.png"), Path("r/s1/a.png"), Path("r/a.png")]
     assert frame_sequences(files) == [[Path("r/a.png")], [Path("r/s1/a.png"), Path("r/s1/b.png")],
                                       [Path("r/s2/b.png")]]  # fmt: skip
+
+
+def test_frame_sequences_sort_numbers_as_numbers(tmp_path):
+    from src.predict import frame_sequences
+
+    names = ["frame_10.png", "frame_9.png", "frame_100.png", "frame_0.png", "b/x_2.png", "b/x_1.png"]
+    files = [tmp_path / n for n in names]
+    seqs = frame_sequences(files)
+    assert [[p.relative_to(tmp_path).as_posix() for p in s] for s in seqs] == [
+        ["frame_0.png", "frame_9.png", "frame_10.png", "frame_100.png"],
+        ["b/x_1.png", "b/x_2.png"],
+    ]
