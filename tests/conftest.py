@@ -28,6 +28,16 @@ TINY_SYNTHETIC = [
     "data.crop_size=[64,64]",
     "data.num_workers=0",
 ]
+#: the tiny synthetic clips of `video_data_dir` (data.prepare.* must match it, or the clips are regenerated)
+TINY_VIDEO = [
+    "data.prepare.num_source=6",
+    "data.prepare.num_target=6",
+    "data.prepare.num_val=2",
+    "data.prepare.height=64",
+    "data.prepare.width=128",
+    "data.crop_size=[32,32]",
+    "data.num_workers=0",
+]
 FAST_TRAINER = [
     "model.head_channels=16",
     "trainer.max_steps=3",

@@ -12,18 +12,9 @@ import torch
 
 from src.train import train
 from src.uda.video.module import VideoUDAModule, load_module
-from tests.conftest import FAST_TRAINER, compose_cfg
+from tests.conftest import FAST_TRAINER, TINY_VIDEO, compose_cfg
 from tests.test_train import _assert_same
 
-TINY_VIDEO = [
-    "data.prepare.num_source=6",
-    "data.prepare.num_target=6",
-    "data.prepare.num_val=2",
-    "data.prepare.height=64",
-    "data.prepare.width=128",
-    "data.crop_size=[32,32]",
-    "data.num_workers=0",
-]
 # QuadMix from the second step on; both MMD target pairs (t, t-1) and (t, t-Δ-1) (udass.md §2.6.5)
 UDASS_FAST = ["uda.mix.quadmix_start=1", "uda.mmd.target_weights=[0.5,0.5]", "uda.tps_start=0"]
 

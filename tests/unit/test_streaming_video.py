@@ -28,17 +28,9 @@ from src.data.streaming import (  # noqa: E402
 )
 from src.train import build_datamodule  # noqa: E402
 from tests.conftest import FAST_TRAINER, compose_cfg  # noqa: E402
+from tests.conftest import TINY_VIDEO as TINY_CLIPS  # noqa: E402
 
-TINY_VIDEO = [
-    "data=synthetic_video",
-    "data.prepare.num_source=6",
-    "data.prepare.num_target=6",
-    "data.prepare.num_val=2",
-    "data.prepare.height=64",
-    "data.prepare.width=128",
-    "data.crop_size=[32,32]",
-    "data.num_workers=0",
-]
+TINY_VIDEO = ["data=synthetic_video", *TINY_CLIPS]
 RCS = ["uda.rcs.enabled=true", "uda.rcs.min_pixels=20"]  # rare-class sampling on the 64x128 clips
 STREAM = ["data.streaming=true"]
 
