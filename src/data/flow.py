@@ -30,6 +30,7 @@ against a reference (EPE, the mean Euclidean distance in pixels).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -70,15 +71,21 @@ def read_flow(path: str | Path, *, fix: str | None = None) -> np.ndarray:
                 "data.flow.source=dis"
             )
         )
+    return load_flow_npy(path, str(path))
+
+
+def load_flow_npy(source: str | Path | BinaryIO, where: str) -> np.ndarray:
+    """An ``int16 × 10`` ``.npy`` flow from a file or file object (``where`` names it in errors) as float32
+    H×W×2 pixels: the checks and the scaling of :func:`read_flow`, shared with the packed chunks."""
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(source, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - one readable message
-        raise ValueError(f"{path} is not a readable .npy flow file ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{where} is not a readable .npy flow file ({type(e).__name__}: {e})") from e
     if arr.ndim != 3 or arr.shape[-1] != 2:
-        raise ValueError(f"{path}: a flow must have shape HxWx2, got {arr.shape}")
+        raise ValueError(f"{where}: a flow must have shape HxWx2, got {arr.shape}")
     if arr.dtype != np.int16:
         raise ValueError(
-            f"{path}: flows are stored as int16(flow*10) (video_uda.md §2.2), got dtype {arr.dtype}; "
+            f"{where}: flows are stored as int16(flow*10) (video_uda.md §2.2), got dtype {arr.dtype}; "
             "rewrite it with src.data.flow.write_flow"
         )
     return arr.astype(np.float32) / FLOW_SCALE

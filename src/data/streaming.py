@@ -190,18 +190,9 @@ def decode(data: bytes, fmt: str, where: str = "") -> Any:
 def decode_flow(data: bytes, where: str = "") -> np.ndarray:
     """The bytes of an ``int16 × 10`` ``.npy`` flow file -> float32 H×W×2 pixels, exactly as
     :func:`src.data.flow.read_flow` reads the file (video_uda.md §2.2)."""
-    from src.data.flow import FLOW_SCALE
+    from src.data.flow import load_flow_npy
 
-    try:
-        arr = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - one readable message
-        raise ValueError(f"{where} is not a readable .npy flow ({type(e).__name__}: {e})") from None
-    if arr.ndim != 3 or arr.shape[-1] != 2 or arr.dtype != np.int16:
-        raise ValueError(
-            f"{where}: a flow must be an HxWx2 int16(flow*10) array (video_uda.md §2.2), got {arr.dtype} "
-            f"{arr.shape}; rewrite it with src.data.flow.write_flow"
-        )
-    return arr.astype(np.float32) / FLOW_SCALE
+    return load_flow_npy(io.BytesIO(bytes(data)), where)
 
 
 def _fields_of(item: Any, where: str) -> tuple[str, list[str], list[Any]]:

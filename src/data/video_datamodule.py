@@ -165,9 +165,7 @@ class ClipTrainTransform:
         h, w = _check_sizes(clip)
         label_keys = label_keys or {}
         # 1. resize every frame (and its label; the current frame also its valid mask) to the pipeline scale
-        frames, labels = dict(clip.frames), {}
-        for k, lab in clip.labels.items():
-            labels[k] = lab
+        frames, labels = dict(clip.frames), dict(clip.labels)
         vmask = valid
         if base.scale is not None:
             size = rescale_size(w, h, tuple(base.scale))

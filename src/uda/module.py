@@ -281,11 +281,7 @@ class UDAModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        t = self.global_step
-        g = self.step_generator(t)
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        self._pending_loss = None
+        t, g, opt = self.start_step()
         x_s, y_s = self._prep(batch["source"]["img"]), batch["source"]["gt"]
         logs: dict[str, torch.Tensor] = {}
         # Which backward is the step's last (DDP syncs there; `sum` runs the single backward there).
@@ -347,6 +343,14 @@ class UDAModule(pl.LightningModule):
             logs.update(self.strategy_diagnostics())
 
         self.optimizer_step_and_log(opt, logs, t, batch_size=x_s.shape[0])
+
+    def start_step(self) -> tuple[int, torch.Generator, Any]:
+        """Every training step starts here: (step t, its generator, the optimizer with gradients zeroed)."""
+        t = self.global_step
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        self._pending_loss = None
+        return t, self.step_generator(t), opt
 
     def optimizer_step_and_log(self, opt, logs: dict[str, torch.Tensor], t: int, *, batch_size: int) -> None:
         """The end of every training step: one optimizer step (skipped, but counted, when a logged loss is

@@ -10,6 +10,7 @@ from torch import nn
 
 from src.models.temporal_aggregation import TemporalSegmentor
 from src.uda.augment import StrongAugment
+from src.uda.mixing.rare_class_paste import RareClassPaster
 from src.uda.video.best_checkpoint import BestCheckpoint
 from src.uda.video.prototype_mmd import PrototypeMMD, class_prototypes, multi_kernel_mmd
 from src.uda.video.teacher_switch import SwitchTeacher
@@ -222,6 +223,7 @@ class _FakePaster:
 
     classes = [9]
     num_classes = 1
+    paste_frames = RareClassPaster.paste_frames  # the real pasting around the stubbed donor draw
 
     def sample_donor(self, class_id, size_hw, generator):
         lab = torch.full(size_hw, 255, dtype=torch.long)
@@ -434,3 +436,13 @@ def test_tps_rescale_view_scales_frames_and_flow_by_one_factor():
     assert all(v is u for v, u in zip(off.rescale_view(x, xp, flow, _gen()), (x, xp, flow), strict=True))
     with pytest.raises(ValueError, match="uda.pseudo.rescale"):
         TemporalPseudoSupervision(rescale=(1.2, 0.8))
+
+
+@pytest.mark.parametrize("flip_quirk", [False, True])
+def test_tps_low_res_labels_are_the_labels_y(flip_quirk):
+    """The aux output's ŷ (low_res_labels) is labels().y exactly, mirrored weak views and the quirk too."""
+    tps = TemporalPseudoSupervision(flip_quirk=flip_quirk)
+    logits = torch.randn(2, 4, 8, 16, generator=_gen(3))
+    flow, flipped = _flow(2, 16, 32, 3.0, -1.0), torch.tensor([True, False])
+    pl = tps.labels(logits, flow, flipped, (16, 32))
+    assert torch.equal(tps.low_res_labels(logits, flow, flipped), pl.y)

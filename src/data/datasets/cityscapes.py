@@ -39,7 +39,7 @@ def read_raw_label(path: str | Path) -> np.ndarray:
     """``*_gtFine_labelIds.png``: single-channel uint8 Cityscapes label ids."""
     lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if lab is None:
-        raise OSError(f"cannot decode {path}")
+        raise OSError(f"cannot decode {path}: the file is missing, empty or corrupt; re-extract gtFine")
     if lab.ndim != 2:
         raise ValueError(
             f"{path} has {lab.shape[2]} channels; *_gtFine_labelIds.png files are single-channel"

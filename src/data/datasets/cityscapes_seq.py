@@ -24,7 +24,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from src.data.classes import (
@@ -33,6 +32,7 @@ from src.data.classes import (
     CITYSCAPES_ID_TO_VIPER15,
     map_to_train_ids,
 )
+from src.data.datasets.cityscapes import read_raw_label
 from src.data.datasets.clip_folder import ClipDataset, cityscapes_flow_name
 
 SEQ_SUFFIX = "_leftImg8bit.png"
@@ -43,17 +43,6 @@ PROTOCOLS: dict[str, dict[int, int]] = {
     "cityscapes19": CITYSCAPES_ID_TO_TRAINID,
 }
 _NAME_RE = re.compile(r"^(?P<city>[^_/]+)_(?P<seq>\d+)_(?P<frame>\d+)$")
-
-
-def read_label_ids(path: str | Path) -> np.ndarray:
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if lab is None:
-        raise OSError(f"cannot read label {path}: the file is missing, empty or corrupt; re-extract gtFine")
-    if lab.ndim != 2:
-        raise ValueError(
-            f"{path} has {lab.shape[2]} channels; *_gtFine_labelIds.png files are single-channel"
-        )
-    return lab
 
 
 class CityscapesSeqDataset(ClipDataset):
@@ -161,7 +150,7 @@ class CityscapesSeqDataset(ClipDataset):
         return self.flow_dir / cityscapes_flow_name(f"{city}_{seq}", t - a, t - b)
 
     def read_label(self, path: Path) -> np.ndarray:
-        return map_to_train_ids(read_label_ids(path), self.mapping)
+        return map_to_train_ids(read_raw_label(path), self.mapping)
 
     def frames_hint(self) -> str:
         return (

@@ -19,9 +19,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+import cv2
 
 from src.data.classes import CITYSCAPES_CLASSES
 
@@ -48,6 +51,13 @@ def refuse_foreign(root: Path, generator: str, what: str) -> None:
             f"{root} exists and is not a {what} written by {generator} (no matching manifest.json); "
             f"refusing to replace it. Choose another data.root or delete the folder yourself."
         )
+
+
+def _render_chunk(render: Callable[[tuple], None], jobs: list[tuple]) -> int:
+    cv2.setNumThreads(1)  # one process per core already
+    for job in jobs:
+        render(job)
+    return len(jobs)
 
 
 def _swap_into_place(tmp: Path, root: Path, is_complete: Callable[[Path], bool], what: str) -> None:
@@ -77,7 +87,7 @@ def write_generated(
     params: dict,
     subdirs: Sequence[str],
     jobs: list[tuple],
-    render_chunk: Callable[[list[tuple]], int],
+    render: Callable[[tuple], None],
     manifest: dict[str, Any],
     is_complete: Callable[[Path], bool],
     num_workers: int = 1,
@@ -85,10 +95,11 @@ def write_generated(
 ) -> Path:
     """Render ``jobs`` (each a tuple whose first element is the output folder, filled in here) into ROOT.
 
-    ``subdirs`` are created under every split folder first; ``render_chunk(list of jobs)`` renders in this
-    process or, with ``num_workers`` > 1, in spawned processes (the files are the same for any
-    ``num_workers``). The manifest gets ``generator``, ``version``, ``params`` and ``counts`` plus
-    ``manifest``; ``is_complete(root)`` tells whether a concurrent writer already left a complete ROOT.
+    ``subdirs`` are created under every split folder first; ``render(job)`` (a module-level function, so
+    that spawned processes can import it) renders one job, in this process or, with ``num_workers`` > 1, in
+    spawned processes (the files are the same for any ``num_workers``). The manifest gets ``generator``,
+    ``version``, ``params`` and ``counts`` plus ``manifest``; ``is_complete(root)`` tells whether a
+    concurrent writer already left a complete ROOT.
     """
     refuse_foreign(root, generator, what)
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -104,9 +115,9 @@ def write_generated(
             n_chunks = min(len(jobs), num_workers * 4)
             chunks = [jobs[i::n_chunks] for i in range(n_chunks)]
             with ProcessPoolExecutor(max_workers=num_workers, mp_context=get_context("spawn")) as ex:
-                sum(ex.map(render_chunk, chunks))
+                sum(ex.map(partial(_render_chunk, render), chunks))
         else:
-            render_chunk(jobs)
+            _render_chunk(render, jobs)
         (tmp / "classes.txt").write_text("\n".join(CITYSCAPES_CLASSES) + "\n")
         full = {"generator": generator, "version": version, "params": params, "counts": counts, **manifest}
         (tmp / "manifest.json").write_text(json.dumps(full, indent=2) + "\n")

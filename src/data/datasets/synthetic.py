@@ -1331,13 +1331,6 @@ def _render_and_write(job: tuple[str, str, int, int, int, int, float]) -> None:
             raise OSError(f"cannot write {path}")
 
 
-def _render_chunk(jobs: list[tuple[str, str, int, int, int, int, float]]) -> int:
-    cv2.setNumThreads(1)
-    for job in jobs:
-        _render_and_write(job)
-    return len(jobs)
-
-
 def _params(
     num_source: int, num_target: int, num_val: int, height: int, width: int, seed: int, gap: float
 ) -> dict:
@@ -1385,7 +1378,7 @@ def generate_synthetic_dataset(
     }
     return write_generated(
         root, generator=_GENERATOR_NAME, version=GENERATOR_VERSION, params=params,
-        subdirs=("images", "labels"), jobs=jobs, render_chunk=_render_chunk, manifest=manifest,
+        subdirs=("images", "labels"), jobs=jobs, render=_render_and_write, manifest=manifest,
         is_complete=lambda r: _check(r, params) is None, num_workers=num_workers, what="synthetic dataset",
     )  # fmt: skip
 

@@ -409,24 +409,10 @@ def _render_and_write(job: tuple) -> None:
         write_flow(base / "flows" / cityscapes_flow_name(name, t - a, t - b), clip.flow(a, b)[0])
 
 
-def _render_chunk(jobs: list[tuple]) -> int:
-    cv2.setNumThreads(1)
-    for job in jobs:
-        _render_and_write(job)
-    return len(jobs)
-
-
 def _params(num_source, num_target, num_val, height, width, seed, gap, max_interval) -> dict:
-    return {
-        "num_source": int(num_source),
-        "num_target": int(num_target),
-        "num_val": int(num_val),
-        "height": int(height),
-        "width": int(width),
-        "seed": int(seed),
-        "gap": float(gap),
-        "max_interval": int(max_interval),
-    }
+    """The image generator's parameters plus ``max_interval`` (the manifest records them all)."""
+    return {**syn._params(num_source, num_target, num_val, height, width, seed, gap),
+            "max_interval": int(max_interval)}  # fmt: skip
 
 
 def generate_synthetic_video_dataset(
@@ -475,7 +461,7 @@ def generate_synthetic_video_dataset(
     }
     return write_generated(
         root, generator=_GENERATOR_NAME, version=GENERATOR_VERSION, params=params,
-        subdirs=("frames", "labels", "flows"), jobs=jobs, render_chunk=_render_chunk, manifest=manifest,
+        subdirs=("frames", "labels", "flows"), jobs=jobs, render=_render_and_write, manifest=manifest,
         is_complete=lambda r: _check(r, params) is None, num_workers=num_workers, what="synthetic video",
     )  # fmt: skip
 

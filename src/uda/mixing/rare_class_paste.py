@@ -269,11 +269,20 @@ class RareClassPaster:
         """
         squeeze = y.dim() == 4
         y = y.squeeze(1) if squeeze else y
-        b, _, h, w = x.shape
+        h, w = x.shape[-2:]
         if self.crop_size is not None and self.crop_size != (h, w):
             raise ValueError(f"rare_paster.crop_size={self.crop_size} but the mixed images are {(h, w)}")
-        x, y = x.clone(), y.clone().long()
-        pasted = torch.zeros((b, h, w), dtype=torch.bool, device=x.device)
+        (x,), (y,), pasted = self.paste_frames([x], [y.long()], generator)
+        return x, (y.unsqueeze(1) if squeeze else y), pasted
+
+    def paste_frames(
+        self, xs: list[Tensor], ys: list[Tensor], generator: torch.Generator
+    ) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """:meth:`paste` with the same donors into every image of ``xs`` / ``ys`` (the frames of a clip,
+        video QuadMix, udass.md §2.6.4 step 3): new lists (inputs unmodified) and the pasted mask (B,H,W)."""
+        b, _, h, w = xs[0].shape
+        xs, ys = [x.clone() for x in xs], [y.clone() for y in ys]
+        pasted = torch.zeros((b, h, w), dtype=torch.bool, device=xs[0].device)
         k = min(self.num_classes, len(self.classes))
         for i in range(b):
             for pos in torch.randperm(len(self.classes), generator=generator)[:k].tolist():
@@ -282,11 +291,12 @@ class RareClassPaster:
                 if donor is None:
                     continue
                 img, lab = donor
-                m = lab.to(x.device) == c
-                x[i] = torch.where(m, img.to(device=x.device, dtype=x.dtype), x[i])
-                y[i] = torch.where(m, torch.full_like(y[i], c), y[i])
+                m = lab.to(pasted.device) == c
+                for x, y in zip(xs, ys, strict=True):
+                    x[i] = torch.where(m, img.to(device=x.device, dtype=x.dtype), x[i])
+                    y[i] = torch.where(m, torch.full_like(y[i], c), y[i])
                 pasted[i] |= m
-        return x, (y.unsqueeze(1) if squeeze else y), pasted
+        return xs, ys, pasted
 
     def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """(x, y) with rare-class donor pixels and labels pasted (see :meth:`paste`)."""

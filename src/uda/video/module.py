@@ -160,11 +160,7 @@ class VideoUDAModule(UDAModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        t = self.global_step
-        g = self.step_generator(t)
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        self._pending_loss = None
+        t, g, opt = self.start_step()
         stage = self.timer
         logs: dict[str, torch.Tensor] = {}
         src = self.source_clip(batch["source"])
@@ -209,7 +205,7 @@ class VideoUDAModule(UDAModule):
                 pl = tps.labels(out_k.fused, tgt["flow_k"].float(), flipped, tuple(x_t.shape[-2:]))
                 pl_aux = None
                 if out_k.aux is not None:  # ŷ_aux: the same TPS labels from the teacher's aux output
-                    pl_aux = tps.labels(out_k.aux, tgt["flow_k"].float(), flipped, tuple(x_t.shape[-2:]))
+                    pl_aux = tps.low_res_labels(out_k.aux, tgt["flow_k"].float(), flipped)
                 x_st, xp_st = tps.strong_view(x_t, x_tp, g)
             logs["train/pseudo_confidence"] = pl.p_full.mean()
             self.keep_for_panel(x_t=x_t, y_t_hat=pl.y_full)

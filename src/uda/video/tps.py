@@ -187,12 +187,8 @@ class TemporalPseudoSupervision:
         size = (int(size[0]), int(size[1]))
         up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         probs, probs_up = torch.softmax(logits, dim=1), torch.softmax(up, dim=1)
-        if self.flip_quirk:  # warp in mirrored coordinates with the un-mirrored flow, then un-mirror
-            warped = _mirror(warp(probs, flow_k), flipped)
-            warped_up = _mirror(warp(probs_up, flow_k), flipped)
-        else:
-            warped = warp(_mirror(probs, flipped), flow_k)
-            warped_up = warp(_mirror(probs_up, flipped), flow_k)
+        warped = self._to_current(probs, flow_k, flipped)
+        warped_up = self._to_current(probs_up, flow_k, flipped)
         up, probs_up = _mirror(up, flipped), _mirror(probs_up, flipped)
         p_full, y_full = warped_up.max(dim=1)
         p_key, y_key = probs_up.max(dim=1)
@@ -201,6 +197,18 @@ class TemporalPseudoSupervision:
         return CrossFramePseudoLabels(
             y=warped.argmax(dim=1), y_full=y_full, p_full=p_full, y_key=y_key, p_key=p_key
         )
+
+    @torch.no_grad()
+    def low_res_labels(self, logits_k: Tensor, flow_k: Tensor, flipped: Tensor) -> Tensor:
+        """Only ŷ of :meth:`labels` (the L_TPS target at the logit resolution), e.g. for the aux output."""
+        probs = torch.softmax(logits_k.detach().float(), dim=1)
+        return self._to_current(probs, flow_k, flipped).argmax(dim=1)
+
+    def _to_current(self, p: Tensor, flow_k: Tensor, flipped: Tensor) -> Tensor:
+        """Un-mirror the weak view's map p and warp it onto frame d's grid with the flow d→b."""
+        if self.flip_quirk:  # warp in mirrored coordinates with the un-mirrored flow, then un-mirror
+            return _mirror(warp(p, flow_k), flipped)
+        return warp(_mirror(p, flipped), flow_k)
 
     # ------------------------------------------------------------------ 4. strong view
     def strong_view(self, x: Tensor, x_prev: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -235,14 +243,18 @@ class TemporalPseudoSupervision:
         return x, x_prev, resize_flow(flow, size)
 
     # ------------------------------------------------------------------ 5. loss
-    def loss(self, logits: Tensor, labels: CrossFramePseudoLabels, valid: Tensor | None = None) -> Tensor:
-        """CE of the student's two-frame logits against the hard cross-frame pseudo-label ŷ (no weighting).
+    def loss(
+        self, logits: Tensor, labels: CrossFramePseudoLabels | Tensor, valid: Tensor | None = None
+    ) -> Tensor:
+        """CE of the student's two-frame logits against the hard cross-frame pseudo-label ŷ (no weighting):
+        ``labels.y`` of :meth:`labels`, or a ŷ tensor (:meth:`low_res_labels`).
 
         ``valid`` (B,H,W) / (B,1,H,W): optional pseudo-label margin mask of the data pipeline, resized
         (nearest) to ŷ and used as the pixel weight.
         """
+        y = labels.y if isinstance(labels, CrossFramePseudoLabels) else labels
         w = None
         if valid is not None:
             v = valid.unsqueeze(1) if valid.dim() == 3 else valid
-            w = F.interpolate(v.float(), size=labels.y.shape[-2:], mode="nearest")[:, 0]
-        return weighted_cross_entropy(logits, labels.y, w, ignore_index=self.ignore_index)
+            w = F.interpolate(v.float(), size=y.shape[-2:], mode="nearest")[:, 0]
+        return weighted_cross_entropy(logits, y, w, ignore_index=self.ignore_index)

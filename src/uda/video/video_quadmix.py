@@ -286,26 +286,10 @@ class VideoQuadMix(QuadMix):
         self, xs: list[Tensor], ys: list[Tensor], generator: torch.Generator
     ) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """Step 3: the same donor pixels and labels into every frame of ``xs`` / ``ys``; returns M_lt."""
-        b, _, h, w = xs[0].shape
-        lt = torch.zeros((b, h, w), dtype=torch.bool, device=xs[0].device)
-        paster = self.rare_paster
-        if paster is None:
-            return xs, ys, lt
-        xs, ys = [x.clone() for x in xs], [y.clone() for y in ys]
-        k = min(paster.num_classes, len(paster.classes))
-        for i in range(b):
-            for pos in torch.randperm(len(paster.classes), generator=generator)[:k].tolist():
-                c = paster.classes[pos]
-                donor = paster.sample_donor(c, (h, w), generator)
-                if donor is None:
-                    continue
-                img, lab = donor
-                m = lab.to(lt.device) == c
-                for x, y in zip(xs, ys):
-                    x[i] = torch.where(m, img.to(device=x.device, dtype=x.dtype), x[i])
-                    y[i] = torch.where(m, torch.full_like(y[i], c), y[i])
-                lt[i] |= m
-        return xs, ys, lt
+        if self.rare_paster is None:
+            b, _, h, w = xs[0].shape
+            return xs, ys, torch.zeros((b, h, w), dtype=torch.bool, device=xs[0].device)
+        return self.rare_paster.paste_frames(xs, ys, generator)
 
     def _mix(
         self, source: Clip, target: Clip, generator: torch.Generator
