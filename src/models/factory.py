@@ -13,7 +13,9 @@ dilations (6, 12), §4.3). ``hrda_<name>`` wraps any of them in the HRDA multi-r
   * ``None``: random initialisation;
   * a local file path: backbone weights loaded by name with :func:`load_backbone_weights`
     (SegFormer ``mit_bX.pth`` for MiT, timm ``resnet101c`` or open-mmlab ``resnet101_v1c`` for ResNet);
-  * ``"timm"``: timm's hub ImageNet weights (ResNet only, needs internet; timm has no MiT).
+  * ``"timm"``: timm's hub ImageNet weights (ResNet only, needs internet; timm has no MiT);
+  * ``"synthetic"``: the offline ImageNet stand-in of a MiT encoder (``src.models.synthetic_weights``),
+    pre-trained once on procedural shapes and textures and cached under ``$DATA_ROOT/pretrained``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from src.models.heads.deeplabv2 import DeepLabV2Head
 from src.models.hrda import HRDASegmentor
 from src.models.pretrained import WEIGHTS_HELP, load_backbone_weights
 from src.models.segmentor import Segmentor
+from src.models.synthetic_weights.pretrain import ensure_synthetic_weights
 
 __all__ = ["create_segmentor", "create_backbone", "SEGMENTOR_NAMES", "HRDA_SEGMENTOR_NAMES", "BACKBONE_NAMES"]
 
@@ -61,12 +64,17 @@ def _backbone_name(name: str) -> str:
 
 
 def create_backbone(
-    *, name: str, pretrained: str | None = None, drop_path_rate: float | None = None
+    *,
+    name: str,
+    pretrained: str | None = None,
+    drop_path_rate: float | None = None,
+    pretrained_dir: str | None = None,
 ) -> nn.Module:
     """Backbone only (e.g. the frozen ImageNet encoder of the feature distance, daformer_mic.md §1.6).
 
     ``name`` is a segmentor name (its backbone is built) or a backbone name (``mit_b0``..``mit_b5``,
-    ``resnet101``, ``resnet50``).
+    ``resnet101``, ``resnet50``). ``pretrained_dir``: where ``pretrained="synthetic"`` is cached (default
+    ``$DATA_ROOT/pretrained``; the UDA module passes ``${paths.data_dir}/pretrained``).
     """
     bb_name = _backbone_name(name)
     if bb_name in _MIT:
@@ -85,6 +93,13 @@ def create_backbone(
             pretrained=pretrained == "timm",
             drop_path_rate=0.0 if drop_path_rate is None else drop_path_rate,
         )
+    if pretrained == "synthetic":
+        if bb_name not in _MIT:
+            raise ValueError(
+                f"model.pretrained=synthetic: the offline stand-in exists for MiT encoders only, not "
+                f"{bb_name}; pass real weights (model.pretrained=/path/to/weights or timm) or null"
+            )
+        pretrained = str(ensure_synthetic_weights(bb_name, pretrained_dir))
     if pretrained is not None and pretrained != "timm":
         load_backbone_weights(backbone, pretrained)
     log.info("Built backbone %s (pretrained=%s)", bb_name, pretrained)
@@ -100,13 +115,15 @@ def create_segmentor(
     drop_path_rate: float | None = None,
     checkpoint_encoder: bool = False,
     hrda: dict | None = None,
+    pretrained_dir: str | None = None,
 ) -> Segmentor:
     """Build a segmentor by name.
 
     Args:
         name: one of :data:`SEGMENTOR_NAMES`.
         num_classes: output classes (19 Cityscapes train ids).
-        pretrained: None, a local backbone checkpoint path, or "timm" (ResNet only).
+        pretrained: None, a local backbone checkpoint path, "timm" (ResNet only) or "synthetic" (MiT only,
+            the offline stand-in cached in ``pretrained_dir``).
         head_channels: overrides ``embed_dim`` and ``channels`` of the DAFormer head (256 by default);
             meant for small CPU models. Not applicable to DeepLabV2 (ValueError).
         drop_path_rate: MiT stochastic depth (default 0.1) / timm ResNet drop path (default 0).
@@ -126,7 +143,8 @@ def create_segmentor(
             f"(or drop model.hrda)"
         )
     bb_name, head_kind = _SEGMENTORS[name.removeprefix(HRDA_PREFIX)]
-    backbone = create_backbone(name=bb_name, pretrained=pretrained, drop_path_rate=drop_path_rate)
+    backbone = create_backbone(name=bb_name, pretrained=pretrained, drop_path_rate=drop_path_rate,
+                               pretrained_dir=pretrained_dir)  # fmt: skip
     if checkpoint_encoder:
         backbone.set_grad_checkpointing(True)  # type: ignore[operator]
     out_channels: list[int] = list(backbone.out_channels)  # type: ignore[arg-type]

@@ -222,6 +222,7 @@ def create_temporal_segmentor(
     fusion_lr_mult: float = 1.0,
     aux_head: bool = False,
     aux_dilations: tuple[int, ...] = (6, 12, 18, 24),
+    pretrained_dir: str | None = None,
 ) -> TemporalSegmentor:
     """The two-frame model around a segmentor of :func:`src.models.factory.create_segmentor`.
 
@@ -241,6 +242,7 @@ def create_temporal_segmentor(
         head_channels=head_channels,
         drop_path_rate=drop_path_rate,
         checkpoint_encoder=checkpoint_encoder,
+        pretrained_dir=pretrained_dir,
     )
     aux: nn.Module | None = None
     if aux_head:
