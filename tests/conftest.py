@@ -40,6 +40,9 @@ TINY_VIDEO = [
 ]
 FAST_TRAINER = [
     "model.head_channels=16",
+    # The synthetic experiments start from the offline ImageNet stand-in (model.pretrained=synthetic, minutes
+    # of pre-training); the mechanics the tests check do not need it (tests/unit/test_synthetic_weights.py).
+    "model.pretrained=null",
     "trainer.max_steps=3",
     "trainer.val_check_interval=3",
     "trainer.log_every_n_steps=1",

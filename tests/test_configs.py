@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -126,11 +125,32 @@ def test_unknown_experiment_and_misspelt_key_are_readable():
     assert r.returncode != 0 and "max_stepz" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_default_experiment_is_source_only_synthetic():
-    cfg = compose_cfg("train", [])
-    assert cfg.uda.name == "source_only" and cfg.data.name == "synthetic"
-    assert cfg.model.name == "daformer_mitb0"
-    assert Path(CONF / "experiment" / "source_only_synthetic.yaml").is_file()
+def test_no_experiment_gets_the_groups_paper_defaults():
+    """Issue 16 §2: a run that names no experiment must not inherit the synthetic experiments' settings."""
+    cfg = compose_cfg("train", ["model=daformer_mitb5", "uda=mic"])
+    assert cfg.uda.name == "mic" and cfg.model.name == "daformer_mitb5"
+    assert cfg.model.head_channels is None  # the DAFormer head's 256 channels
+    assert cfg.optim.lr == 6.0e-5 and cfg.optim.warmup_steps == 1500 and cfg.trainer.max_steps == 40000
+    synthetic = compose_cfg("train", ["experiment=source_only_synthetic"])
+    assert synthetic.model.pretrained == "synthetic" and synthetic.trainer.max_steps < 40000
+
+
+def test_pseudo_label_rows_belong_to_the_target_data():
+    """Issue 16 §2: Cityscapes' 15/120 rows scale with the crop; folder data has none; HR data has margins."""
+
+    def rows(*o):
+        c = compose_cfg("train", list(o))
+        return OmegaConf.to_container(c.uda.pseudo, resolve=True)["ignore_top"], OmegaConf.to_container(
+            c.uda.pseudo, resolve=True
+        )["ignore_bottom"]
+
+    assert rows("experiment=mic_gta") == (15, 120)
+    assert rows("experiment=mic_gta", "data.crop_size=[256,256]") == (8, 60)
+    assert rows("experiment=mic_hrda_gta") == (0, 0)
+    assert rows("experiment=mic_synthetic") == (4, 30)
+    assert rows("experiment=dacs_synthetic") == (0, 0)  # DACS crops nothing
+    folder = ["data=folder", "data.source_dir=a", "data.target_dir=b", "data.val_dir=c", "uda=mic"]
+    assert rows(*folder, "data.crop_size=[96,96]") == (0, 0)
 
 
 # ---------------------------------------------------------------- HRDA host (daformer_mic.md §3, issue 10)

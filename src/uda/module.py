@@ -58,6 +58,7 @@ from src.models.inference import slide_inference, whole_inference
 from src.optim import PolyWarmup, param_groups
 from src.uda.losses import weighted_cross_entropy
 from src.uda.mixing.quadmix import QuadMix, feature_mix
+from src.utils.phases import resolve_phases
 from src.utils.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,16 @@ class UDAModule(pl.LightningModule):
     def __init__(self, cfg: dict, *, load_pretrained: bool = True) -> None:
         super().__init__()
         self.automatic_optimization = False  # several backward passes, one optimizer step
+        # Phase boundaries given as fractions of trainer.max_steps become steps (src/utils/phases.py).
+        cfg = resolve_phases(cfg, warn=load_pretrained)
         self.save_hyperparameters({"cfg": cfg})
         self.cfg = cfg
         model_cfg = dict(cfg["model"])
         if not load_pretrained:
             model_cfg["pretrained"] = None
+        elif model_cfg.get("pretrained") == "synthetic" and (cfg.get("paths") or {}).get("data_dir"):
+            # the offline ImageNet stand-in is cached beside the data (src/models/synthetic_weights)
+            model_cfg.setdefault("pretrained_dir", str(Path(cfg["paths"]["data_dir"]) / "pretrained"))
         self.student = _build(model_cfg)
         uda = cfg["uda"]
         self.method = uda.get("name", "uda")
@@ -97,6 +103,14 @@ class UDAModule(pl.LightningModule):
         self.mix = _build(uda.get("mix"))
         self.mask = _build(uda.get("mask"))
         fd = uda.get("fd")
+        if fd and fd.get("_target_") and load_pretrained and not model_cfg.get("pretrained"):
+            log.warning(
+                "uda.fd (%s) is on but model.pretrained is null: the feature distance then pulls the student "
+                "toward a *random* encoder, not an ImageNet one. Pass ImageNet weights "
+                "(model.pretrained=/path/to/mit_bX.pth), model.pretrained=synthetic (the offline stand-in), "
+                "or turn it off with uda/fd=none",
+                fd["_target_"].rsplit(".", 1)[-1],
+            )
         # The frozen ImageNet encoder starts from the same weights as the student (the reference loads
         # the same mit_b5.pth into both), so a copy of the freshly initialised backbone is exact.
         self.fd = _build(fd, encoder=copy.deepcopy(self.student.backbone)) if fd else None
@@ -104,6 +118,17 @@ class UDAModule(pl.LightningModule):
         self.fdm_target = (
             self.mask is not None and hasattr(self.fd, "target_loss") and getattr(self.fd, "target", False)
         )
+        pseudo = uda.get("pseudo") or {}
+        rows = int(pseudo.get("ignore_top") or 0) + int(pseudo.get("ignore_bottom") or 0)
+        crop = cfg["data"].get("crop_size")
+        crop_h = (crop if isinstance(crop, int) else list(crop or [0])[0]) or 0
+        if rows and crop_h and rows >= crop_h:
+            raise ValueError(
+                f"uda.pseudo.ignore_top + ignore_bottom = {rows} rows leave no row of the {crop_h}-row "
+                f"target crop (data.crop_size): every pseudo-label would get weight 0. Lower "
+                f"data.pseudo_label_rows (or uda.pseudo.ignore_top / ignore_bottom), e.g. "
+                f"data.pseudo_label_rows=[0,0] for data without an ego-vehicle hood"
+            )
         if self.teacher is not None and self.pseudo_labeler is None:
             raise ValueError("uda.teacher is set but uda.pseudo is not: self-training needs a pseudo-labeler")
         if (self.mix is not None or self.mask is not None) and self.teacher is None:

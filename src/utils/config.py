@@ -18,12 +18,19 @@ def class_names_of(classes_file: str | None) -> list[str]:
     return list(read_classes_file(classes_file))
 
 
+def rows_at(rows, at_height, crop_size) -> ListConfig:
+    """Pseudo-label crop rows given for a crop ``at_height`` high, scaled to ``crop_size`` (h or (h, w))."""
+    h = crop_size if isinstance(crop_size, int) else int(list(crop_size)[0])
+    return ListConfig([int(round(int(r) * h / int(at_height))) for r in rows])
+
+
 def register_resolvers() -> None:
     if OmegaConf.has_resolver("udass.root"):
         return
     OmegaConf.register_new_resolver("udass.root", lambda: str(PROJECT_ROOT))
     OmegaConf.register_new_resolver("udass.class_names", lambda f: ListConfig(class_names_of(f)))
     OmegaConf.register_new_resolver("udass.num_classes", lambda f: len(class_names_of(f)))
+    OmegaConf.register_new_resolver("udass.rows_at", rows_at)
 
 
 register_resolvers()

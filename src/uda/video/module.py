@@ -79,6 +79,7 @@ class VideoUDAModule(UDAModule):
 
     def __init__(self, cfg: dict, *, load_pretrained: bool = True) -> None:
         super().__init__(cfg, load_pretrained=load_pretrained)
+        cfg = self.cfg  # phase boundaries resolved to steps (src/utils/phases.py)
         uda = cfg["uda"]
         name = (cfg.get("model") or {}).get("name", "?")
         if not hasattr(self.student, "forward_clip"):
