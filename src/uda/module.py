@@ -53,6 +53,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from src.data.classes import default_class_names, resolve_class_lists
 from src.metrics.miou import confusion_matrix_metric, resolve_subsets, summarize
 from src.models.inference import slide_inference, whole_inference
 from src.optim import PolyWarmup, param_groups
@@ -90,7 +91,11 @@ class UDAModule(pl.LightningModule):
         if not load_pretrained:
             model_cfg["pretrained"] = None
         self.student = _build(model_cfg)
-        uda = cfg["uda"]
+        data = cfg["data"]
+        self.num_classes = int(data["num_classes"])
+        self.class_names = list(data.get("class_names") or default_class_names(self.num_classes))
+        # The strategies' class lists (`things`, `rare`, names or ids) -> the run's ids (src/data/classes.py)
+        uda = resolve_class_lists(cfg["uda"], self.class_names, classes_file=data.get("classes_file"))
         self.method = uda.get("name", "uda")
         self.teacher = _build(uda.get("teacher"), student=self.student)
         self.pseudo_labeler = _build(uda.get("pseudo"))
@@ -112,9 +117,6 @@ class UDAModule(pl.LightningModule):
                 "add uda/teacher=ema uda/pseudo=dacs, or start from uda=dacs"
             )
 
-        data = cfg["data"]
-        self.num_classes = int(data["num_classes"])
-        self.class_names = list(data.get("class_names") or [str(i) for i in range(self.num_classes)])
         self.subsets = resolve_subsets(data.get("eval_subsets") or ["all"], self.num_classes)
         self.eval_cfg = dict(cfg.get("eval") or {})
         self.val_confmat = confusion_matrix_metric(self.num_classes)
