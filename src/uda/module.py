@@ -177,11 +177,14 @@ class UDAModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """`train.channels_last` / `train.compile`, applied once before the optimizer is built; when the data
-        module streams packed chunks, rare-class donors are read from its packed source split too."""
+        module streams packed chunks, rare-class donors are read from its packed source split too; otherwise
+        the source split's class -> files index is computed on first use where it can be (folder data)."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         paster = getattr(self.mix, "rare_paster", None)
         if paster is not None and getattr(dm, "streaming", False) and getattr(dm, "source", None) is not None:
             paster.use_dataset(dm.source)
+        elif paster is not None and stage == "fit" and hasattr(dm, "ensure_class_stats"):
+            dm.ensure_class_stats()
         if self.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D weights (convolutions); inputs in `_prep`
         if self.compile_mode and not getattr(self, "_compiled", False):
