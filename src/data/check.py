@@ -23,8 +23,7 @@ relative to the split, its size and its modification time (ns): a later start st
 only new or changed ones. Only files that passed are cached, so a fixed file is checked again. All
 problems of a split are reported together in one `DataError` line (the first few, and their number).
 
-Measured on the 900 files of the embedded synthetic data (128x256, 1,300 pairs and targets; `python -m
-src.train` on first use): see README "Bring your own data".
+`scripts/check_data.py DIR ... --fresh` times a first and a cached check (README "Bring your own data").
 """
 
 from __future__ import annotations
@@ -307,14 +306,20 @@ def check_folder(
         bar = tqdm(total=len(todo), desc=f"checking {key}", unit="file", leave=False,
                    disable=not progress or len(todo) < 2000)  # fmt: skip
         with ThreadPoolExecutor(n_workers) as pool:  # cv2 and file reads release the GIL
-            for rel, entry, problem in pool.map(run, todo, chunksize=32):
+            for rel, entry, problem in pool.map(run, todo):
                 bar.update()
                 if problem is not None:
                     problems.append(problem)
                 else:
                     entries[rel] = entry
         bar.close()
-        man["files"] = {k: entries[k] for k in sorted(entries)}
+        # entries of other files of the split stay while they exist (e.g. the labels of a target split that
+        # is also read with labels, by the oracle); only files that passed are cached
+        checked = {rel for rel, *_ in todo}
+        keep = {
+            k: v for k, v in cached.items() if k not in entries and k not in checked and (root / k).is_file()
+        }
+        man["files"] = dict(sorted({**keep, **entries}.items()))
         _save_manifest(root, man)
         log.info("checked %d new or changed file(s) of %s=%s in %.2f s (cached in %s)", len(todo), key, root,
                  time.perf_counter() - t0, CHECK_FILE)  # fmt: skip
