@@ -29,6 +29,174 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
 # traffic sign, person, rider, car, truck, bus, train, motorcycle, bicycle. Pole (5) is *not* in it.
 THING_CLASSES: tuple[int, ...] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
 
+# UDASS QuadMix's rare classes, the GTA list (udass.md §1.4g): wall, fence, pole, traffic light, rider, bus,
+# train, motorcycle, bicycle.
+RARE_CLASSES: tuple[int, ...] = (3, 4, 5, 6, 12, 15, 16, 17, 18)
+
+# --------------------------------------------------------------------------------------------------
+# Class lists by meaning. The strategies' class lists (FD / FDM / CAM thing classes, QuadMix's rare
+# classes) are written in the configs as a named set (`things`, `rare`) or as class names, and resolved
+# against the run's class names (data.class_names, i.e. the classes file): on the 19 Cityscapes classes
+# they give exactly the id lists above, on VIPER's 15 / SYNTHIA-Seq's 12 classes the ids of the same names,
+# and on a user's set the ids of its classes with those meanings. Names are matched after
+# `normalize_class_name`, through the Cityscapes names and the synonyms below; a set cannot be resolved
+# on a label space with a name the library does not know (it cannot tell whether that class belongs),
+# and the error asks for the explicit id list.
+# --------------------------------------------------------------------------------------------------
+CLASS_SETS: dict[str, tuple[str, ...]] = {
+    "things": tuple(CITYSCAPES_CLASSES[c] for c in THING_CLASSES),
+    "rare": tuple(CITYSCAPES_CLASSES[c] for c in RARE_CLASSES),
+}
+
+# Common names of the Cityscapes classes in other label sets (ADE20K, Mapillary, COCO-Stuff, CamVid,
+# SYNTHIA, VIPER, BDD, IDD) -> the Cityscapes name. Lower case, "_" / "-" read as spaces, a plural "s"
+# is dropped when the singular is known.
+CLASS_SYNONYMS: dict[str, str] = {
+    "street": "road", "roadway": "road", "lane": "road", "lanemarking": "road", "lane marking": "road",
+    "drivable area": "road", "parking": "road",
+    "pavement": "sidewalk", "footpath": "sidewalk", "side walk": "sidewalk", "curb": "sidewalk",
+    "house": "building", "buildings": "building",
+    "guard rail": "fence", "guardrail": "fence", "railing": "fence", "barrier": "fence",
+    "poles": "pole", "pole group": "pole", "polegroup": "pole", "street light": "pole", "streetlight": "pole",
+    "column": "pole", "utility pole": "pole",
+    "trafficlight": "traffic light", "traffic signal": "traffic light",
+    "trafficsign": "traffic sign", "sign": "traffic sign", "road sign": "traffic sign",
+    "signsymbol": "traffic sign", "sign symbol": "traffic sign",
+    "tree": "vegetation", "trees": "vegetation", "plant": "vegetation", "plants": "vegetation",
+    "bush": "vegetation", "foliage": "vegetation",
+    "grass": "terrain", "ground": "terrain", "soil": "terrain", "sand": "terrain", "dirt": "terrain",
+    "lawn": "terrain",
+    "pedestrian": "person", "pedestrians": "person", "people": "person", "human": "person",
+    "persons": "person",
+    "cyclist": "rider", "bicyclist": "rider", "motorcyclist": "rider", "riders": "rider",
+    "automobile": "car", "cars": "car", "vehicle": "car",
+    "lorry": "truck", "trucks": "truck",
+    "buses": "bus", "autobus": "bus",
+    "tram": "train", "on rails": "train", "trains": "train",
+    "motorbike": "motorcycle", "motor": "motorcycle", "moto": "motorcycle", "motorcycles": "motorcycle",
+    "bike": "bicycle", "bikes": "bicycle", "cycle": "bicycle", "bicycles": "bicycle",
+}  # fmt: skip
+# Names of classes that are none of the Cityscapes 19 and neither things nor rare: known, so that a set
+# resolves on a label space holding them.
+OTHER_CLASS_NAMES: tuple[str, ...] = (
+    "background", "void", "unlabeled", "unlabelled", "ignore", "other", "others", "misc", "clutter",
+    "water", "sea", "river", "lake", "snow", "mountain", "rock", "sand beach", "ego vehicle",
+)  # fmt: skip
+_CANONICAL = {n: n for n in (*CITYSCAPES_CLASSES, *OTHER_CLASS_NAMES)}
+
+
+def normalize_class_name(name: str) -> str:
+    """Lower case, '_' and '-' as spaces, runs of spaces collapsed: the form class names are compared in."""
+    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+
+
+def canonical_class_name(name: str) -> str | None:
+    """The Cityscapes class a name means (itself, a synonym, a plural), or None for a name not known."""
+    n = normalize_class_name(name)
+    for cand in (n, n[:-1] if n.endswith("s") else None, n.replace(" ", "")):
+        if cand and (cand in _CANONICAL or cand in CLASS_SYNONYMS):
+            return _CANONICAL.get(cand) or CLASS_SYNONYMS[cand]
+    return None
+
+
+def _where(classes_file: str | None) -> str:
+    return (
+        f"data.classes_file={classes_file}"
+        if classes_file not in (None, "", "null", "None")
+        else "the run's class names (data.class_names)"
+    )
+
+
+def resolve_class_list(
+    value, class_names: Sequence[str], *, key: str, classes_file: str | None = None
+) -> tuple[int, ...] | None:
+    """A strategy's class list in the run's ids: a named set (`things`, `rare`), or a list of ids and/or
+    class names (repeats kept: QuadMix's rare list uses them as weights). None stays None.
+
+    Errors (one line, ValueError): an unknown set, an id outside 0..C-1, a name that is not a class of the
+    run, a set on a label space holding a class name the library does not know (the error asks for the
+    explicit list, e.g. ``uda.fd.classes=[1,4]``), a set that selects no class."""
+    if value is None:
+        return None
+    names = list(class_names)
+    where = _where(classes_file)
+    if isinstance(value, str):
+        sets = CLASS_SETS
+        if value not in sets:
+            raise ValueError(f"{key}={value!r}: not a class set ({', '.join(sets)}) nor a list of classes; "
+                             f"write {key}=[<id or name>, ...]")  # fmt: skip
+        unknown = [(i, n) for i, n in enumerate(names) if canonical_class_name(n) is None]
+        if unknown:
+            shown = ", ".join(f"{n!r} (id {i})" for i, n in unknown[:4])
+            shown += " ..." if len(unknown) > 4 else ""
+            raise ValueError(
+                f"{key}={value}: the library does not know the class(es) {shown} of {where}, so it cannot "
+                f"tell which classes are {value}; list their ids or names: {key}=[<id or name>, ...]"
+            )
+        wanted = set(sets[value])
+        ids = tuple(i for i, n in enumerate(names) if canonical_class_name(n) in wanted)
+        if not ids:
+            raise ValueError(
+                f"{key}={value}: none of the {len(names)} classes of {where} is one of the {value} "
+                f"({', '.join(sets[value])}); list the classes explicitly ({key}=[<id or name>, ...]) or "
+                f"switch the strategy off"
+            )
+        return ids
+    if isinstance(value, (int, float)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{key}={value!r}: expected a class set ({', '.join(CLASS_SETS)}) or a list")
+    by_name = {normalize_class_name(n): i for i, n in enumerate(names)}
+    by_meaning: dict[str, int] = {}
+    for i, n in enumerate(names):
+        c = canonical_class_name(n)
+        if c is not None:
+            by_meaning.setdefault(c, i)
+    out = []
+    for v in value:
+        if isinstance(v, bool):
+            raise ValueError(f"{key}: {v!r} is not a class id or name")
+        if isinstance(v, int) or (isinstance(v, str) and v.strip().isdigit()):
+            i = int(v)
+            if not 0 <= i < len(names):
+                raise ValueError(f"{key}: class id {i} is not one of the {len(names)} classes of {where} "
+                                 f"(ids 0..{len(names) - 1})")  # fmt: skip
+            out.append(i)
+            continue
+        n = normalize_class_name(v)
+        i = by_name.get(n)
+        if i is None and canonical_class_name(n) is not None:
+            i = by_meaning.get(canonical_class_name(n))
+        if i is None:
+            raise ValueError(f"{key}: {v!r} is not a class of {where} ({', '.join(names)})")
+        out.append(i)
+    return tuple(out)
+
+
+#: the strategy config keys holding class lists, resolved by `resolve_class_lists`
+CLASS_LIST_KEYS = ("classes", "thing_classes", "source_rare_classes")
+
+
+def resolve_class_lists(
+    node, class_names: Sequence[str], *, classes_file: str | None = None, key: str = "uda"
+):
+    """A copy of a strategy config (plain dicts / lists, or OmegaConf containers) whose class lists
+    (`CLASS_LIST_KEYS`) are resolved to lists of ids (:func:`resolve_class_list`); other values are kept."""
+    from collections.abc import Mapping
+
+    if isinstance(node, Mapping):
+        out = {}
+        for k, v in node.items():
+            if k in CLASS_LIST_KEYS and not isinstance(v, Mapping):
+                ids = resolve_class_list(v, class_names, key=f"{key}.{k}", classes_file=classes_file)
+                out[k] = None if ids is None else list(ids)
+            else:
+                out[k] = resolve_class_lists(v, class_names, classes_file=classes_file, key=f"{key}.{k}")
+        return out
+    if isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
+        return [resolve_class_lists(v, class_names, classes_file=classes_file, key=f"{key}[{j}]")
+                for j, v in enumerate(node)]  # fmt: skip
+    return node
+
+
 # Cityscapes label id -> train id (also GTA5's palette indices), daformer_mic.md §6.
 CITYSCAPES_ID_TO_TRAINID: dict[int, int] = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
@@ -51,9 +219,21 @@ def class_names(num_classes: int = 19) -> tuple[str, ...]:
     raise ValueError(f"no built-in class names for {num_classes} classes; pass a classes file")
 
 
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """The class names of a label space without a classes file: Cityscapes' for 19 classes, else the ids."""
+    return CITYSCAPES_CLASSES if num_classes == 19 else tuple(str(i) for i in range(num_classes))
+
+
 def read_classes_file(path: str) -> tuple[str, ...]:
-    """One class name a line, in train-id order; blank lines and '#' comments are skipped."""
+    """One class name a line, in train-id order (line 1 = id 0).
+
+    Lines starting with '#' are comments and trailing empty lines are ignored. A blank line between class
+    names (ids after it would shift by one) and a name given twice (one class would vanish from the
+    per-class table and results.json) are errors naming the file and the line.
+    """
     from pathlib import Path
+
+    from src.data.errors import DataError
 
     p = Path(path)
     if not p.is_file():
@@ -61,10 +241,33 @@ def read_classes_file(path: str) -> tuple[str, ...]:
             f"classes file {p} does not exist: write one class name a line, in train-id order "
             f"(line 1 = id 0), and pass it as data.classes_file=<path>"
         )
-    names = [ln.strip() for ln in p.read_text().splitlines()]
-    names = [n for n in names if n and not n.startswith("#")]
+    lines = p.read_text().splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for n, line in enumerate(lines, 1):
+        name = line.strip()
+        if name.startswith("#"):
+            continue
+        if not name:
+            raise DataError(
+                f"classes file {p}, line {n} is blank: every line names the class of the next id "
+                f"(line 1 = id 0), so the ids after a blank line would shift; name the class (e.g. "
+                f"'unused') or delete the line",
+                p,
+            )
+        key = normalize_class_name(name)
+        if key in seen:
+            raise DataError(
+                f"classes file {p}, line {n}: {name!r} repeats line {seen[key]}; every class needs its own "
+                f"name (the per-class table and results.json are keyed by name)",
+                p,
+            )
+        seen[key] = n
+        names.append(name)
     if not names:
-        raise ValueError(f"classes file {p} names no class: write one class name a line")
+        raise DataError(f"classes file {p} names no class: write one class name a line", p)
     return tuple(names)
 
 

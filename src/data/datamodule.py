@@ -31,6 +31,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from src.data.check import check_label_ids
 from src.data.rare_class_sampling import RareClassSampler
 from src.data.transforms import EvalTransform, TrainTransform, collate, normalize_batch
 
@@ -65,8 +66,11 @@ class UDATrainDataset(Dataset):
         seed: int = 0,
         rank: int = 0,
         target_pseudo_margins: tuple[int, int, int, int] | None = None,
+        num_classes: int | None = None,
+        classes_file: str | None = None,
     ) -> None:
         self.source, self.target = source, target
+        self.num_classes, self.classes_file = num_classes, classes_file
         self.source_transform, self.target_transform = source_transform, target_transform
         self.rcs = rcs
         self.seed, self.rank = seed, rank
@@ -102,6 +106,7 @@ class UDATrainDataset(Dataset):
 
     def source_item(self, si: int, rng: np.random.Generator, rcs_class: int | None, rcs_min: float) -> dict:
         image, label = self.source.load(si)
+        check_ids(self.source, si, label, self.num_classes, self.classes_file)
         return self.source_transform(image, label, rng, rcs_class=rcs_class, rcs_min_pixels=rcs_min)
 
     def target_item(self, ti: int, rng: np.random.Generator) -> dict:
@@ -109,15 +114,37 @@ class UDATrainDataset(Dataset):
         return self.target_transform(image, None, rng, valid=self.margin_mask(*image.shape[:2]))
 
 
+def check_ids(dataset: Any, i: int, label: np.ndarray | None, num_classes: int | None,
+              classes_file: str | None = None) -> None:  # fmt: skip
+    """DataError naming the file when item i's label holds an id >= num_classes other than 255; skipped for
+    a dataset whose labels were all checked at start-up (``checked_num_classes``)."""
+    if label is None or num_classes is None:
+        return
+    checked = getattr(dataset, "checked_num_classes", None)
+    if checked is not None and checked <= num_classes:
+        return
+    items = getattr(dataset, "items", None)
+    try:
+        where = items[i][1] if items is not None else None
+    except (IndexError, TypeError):
+        where = None
+    if where is None:
+        where = f"{dataset.name(i)} (item {i} of {type(dataset).__name__} {getattr(dataset, 'root', '')})"
+    check_label_ids(label, num_classes, where, classes_file)
+
+
 class EvalDataset(Dataset):
-    def __init__(self, base, transform: EvalTransform) -> None:
+    def __init__(self, base, transform: EvalTransform, *, num_classes: int | None = None,
+                 classes_file: str | None = None) -> None:  # fmt: skip
         self.base, self.transform = base, transform
+        self.num_classes, self.classes_file = num_classes, classes_file
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image, label = self.base.load(i)
+        check_ids(self.base, i, label, self.num_classes, self.classes_file)
         out = self.transform(image, label)
         out["name"] = self.base.name(i)
         return out
@@ -172,6 +199,8 @@ class UDADataModule(pl.LightningDataModule):
         val: Callable[[], Any],
         num_classes: int = 19,
         class_names: list[str] | None = None,
+        classes_file: str | None = None,
+        check: bool = True,
         crop_size: tuple[int, int] | int = (512, 512),
         batch_size: int = 2,
         val_batch_size: int = 1,
@@ -198,6 +227,8 @@ class UDADataModule(pl.LightningDataModule):
         self._source_fn, self._target_fn, self._val_fn = source, target, val
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else None
+        self.classes_file = None if classes_file in (None, "", "null", "None") else str(classes_file)
+        self.check = bool(check)
         crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         self.crop_size = crop
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
@@ -251,15 +282,32 @@ class UDADataModule(pl.LightningDataModule):
         return open_split(self.streaming_dir, split, **self.streaming_options)
 
     def setup(self, stage: str | None = None) -> None:
+        """Open the splits (validation first) and check each one's files at start-up (`check_split`)."""
         if self.val is None:
-            self.val = self._open("val", self._val_fn)
+            self.val = self.check_split(self._open("val", self._val_fn))
         if stage in (None, "fit") and self.source is None:
-            self.source = self._open("source", self._source_fn)
-            self.target = self._open("target", self._target_fn)
+            self.source = self.check_split(self._open("source", self._source_fn))
+            self.target = self.check_split(self._open("target", self._target_fn))
+
+    def check_split(self, dataset: Any) -> Any:
+        """A dataset with a start-up check (the folder dataset: every file's header, end, size, label depth
+        and ids, cached; src/data/check.py) runs it here, in the main process, before any worker starts."""
+        if self.check and not self.streaming and hasattr(dataset, "check"):
+            dataset.check(self.num_classes, self.classes_file)
+        return dataset
+
+    def ensure_class_stats(self) -> None:
+        """The source split's rare-class statistics, computed on first use when it can (the folder dataset:
+        from the checked labels and the run's classes; written again when the labels change)."""
+        if self.source is None:
+            self.setup("fit")
+        if not self.streaming and hasattr(self.source, "ensure_class_stats"):
+            self.source.ensure_class_stats(self.num_classes, self.classes_file)
 
     def rare_class_sampler(self) -> RareClassSampler | None:
         if not self.rcs_cfg.get("enabled", False):
             return None
+        self.ensure_class_stats()
         kw = {k: v for k, v in self.rcs_cfg.items() if k != "enabled"}
         return RareClassSampler.from_root(self.source.root, **kw)
 
@@ -275,6 +323,8 @@ class UDADataModule(pl.LightningDataModule):
             seed=self.seed,
             rank=rank,
             target_pseudo_margins=self.target_pseudo_margins,
+            num_classes=self.num_classes,
+            classes_file=self.classes_file,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -303,7 +353,9 @@ class UDADataModule(pl.LightningDataModule):
         if world > len(self.val):  # a rank without a single image would stall the others' collectives
             raise ValueError(f"{len(self.val)} validation images cannot be split across {world} ranks")
         return DataLoader(
-            EvalDataset(self.val, self.val_transform),
+            EvalDataset(
+                self.val, self.val_transform, num_classes=self.num_classes, classes_file=self.classes_file
+            ),
             batch_size=self.val_batch_size,
             sampler=ShardSampler(len(self.val), rank=rank, world_size=world),
             num_workers=self.num_workers,

@@ -7,19 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.rare_class_sampling import compute_class_stats, write_class_stats
+from src.data.rare_class_sampling import write_class_stats
 
 log = logging.getLogger(__name__)
 
 
-def ensure_class_stats(root: str | Path, num_classes: int = 19) -> None:
-    """Rare-class statistics of a folder-format split, computed once (scripts/compute_class_stats.py)."""
-    root = Path(root)
-    if (root / "sample_class_stats.json").is_file():
-        return
-    files = sorted((root / "labels").glob("*.png"))
-    log.info("computing rare-class statistics of %d labels in %s", len(files), root)
-    write_class_stats(root, compute_class_stats(files, num_classes=num_classes, root=root, progress=False))
+def ensure_class_stats(root: str | Path, num_classes: int = 19, key: str = "data dir") -> None:
+    """Rare-class statistics of a folder-format split: its files checked once (src/data/check.py), the
+    statistics written from the checked labels when missing or stale (FolderDataset.ensure_class_stats)."""
+    from src.data.datasets.folder import FolderDataset
+
+    FolderDataset(root, key=key).ensure_class_stats(num_classes)
 
 
 def prepare_synthetic(root: str | Path, **generator_kwargs) -> Path:
@@ -27,8 +25,8 @@ def prepare_synthetic(root: str | Path, **generator_kwargs) -> Path:
     from src.data.datasets.synthetic import ensure_synthetic_dataset
 
     root = ensure_synthetic_dataset(Path(root), **generator_kwargs)
-    ensure_class_stats(root / "source")
-    ensure_class_stats(root / "target")  # the oracle trains on the target split
+    ensure_class_stats(root / "source", key="data.source_dir")
+    ensure_class_stats(root / "target", key="data.target_dir")  # the oracle trains on the target split
     return root
 
 

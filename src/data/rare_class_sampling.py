@@ -5,7 +5,9 @@ Source: DAFormer ``tools/convert_datasets/*.py`` (class statistics) and ``mmseg/
 
 - Statistics are pixel counts per class of the **full-resolution** train-id label PNGs (only classes with
   > 0 pixels are stored per file), written to ``ROOT/sample_class_stats.json`` and
-  ``ROOT/samples_with_class.json`` by ``python scripts/compute_class_stats.py ROOT``. Our json layout is
+  ``ROOT/samples_with_class.json`` by ``python scripts/compute_class_stats.py ROOT`` (a folder dataset writes
+  them itself on first use from its checked labels and the run's classes, and again when the labels change:
+  ``FolderDataset.ensure_class_stats``). Our json layout is
   ``[{"file": ..., "counts": {"<class>": n}}, ...]`` and ``{"<class>": [[file, n], ...]}``.
 - f_c = N_c / Σ N; P(c) = softmax((1 − f_c) / T) over the classes present in the statistics, T = 0.01.
 - One sample: c ~ P, then a file uniformly among those with **> min_pixels** (3000) pixels of c. If no file
@@ -83,14 +85,32 @@ def samples_with_class(stats: Iterable[dict[str, Any]]) -> dict[int, list[tuple[
     return dict(sorted(out.items()))
 
 
-def write_class_stats(root: Path | str, stats: list[dict[str, Any]]) -> tuple[Path, Path]:
-    """Write ``ROOT/sample_class_stats.json`` and ``ROOT/samples_with_class.json``; returns both paths."""
+def class_stats_json(stats: list[dict[str, Any]]) -> tuple[str, str]:
+    """The texts of ``sample_class_stats.json`` and ``samples_with_class.json`` for ``stats``."""
+    serial = [{"file": s["file"], "counts": {str(c): int(n) for c, n in s["counts"].items()}} for s in stats]
+    swc = {str(c): [[f, n] for f, n in v] for c, v in samples_with_class(stats).items()}
+    return json.dumps(serial), json.dumps(swc)
+
+
+def write_class_stats(
+    root: Path | str, stats: list[dict[str, Any]], *, only_if_changed: bool = False
+) -> tuple[Path, Path] | None:
+    """Write ``ROOT/sample_class_stats.json`` and ``ROOT/samples_with_class.json`` atomically (a reader never
+    sees half a file); returns both paths. ``only_if_changed``: None, and nothing written, when both files
+    already hold exactly these statistics."""
+    from src.data.check import write_atomic
+
     root = Path(root)
     p1, p2 = root / STATS_FILE, root / SAMPLES_WITH_CLASS_FILE
-    serial = [{"file": s["file"], "counts": {str(c): int(n) for c, n in s["counts"].items()}} for s in stats]
-    p1.write_text(json.dumps(serial))
-    swc = {str(c): [[f, n] for f, n in v] for c, v in samples_with_class(stats).items()}
-    p2.write_text(json.dumps(swc))
+    t1, t2 = class_stats_json(stats)
+    if only_if_changed:
+        try:
+            if p1.read_text() == t1 and p2.read_text() == t2:
+                return None
+        except OSError:
+            pass
+    write_atomic(p2, t2)
+    write_atomic(p1, t1)  # last: its presence means both are complete
     return p1, p2
 
 
@@ -150,7 +170,7 @@ class RareClassSampler:
             raise FileNotFoundError(
                 f"rare class sampling needs {path}, which does not exist: run "
                 f"`python scripts/compute_class_stats.py {root}` to compute the class statistics "
-                f"({STATS_FILE} and {SAMPLES_WITH_CLASS_FILE})"
+                f"({STATS_FILE} and {SAMPLES_WITH_CLASS_FILE}; a folder dataset writes them at start-up)"
             )
         return cls(stats=json.loads(path.read_text()), **kwargs)
 

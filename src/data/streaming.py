@@ -68,6 +68,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from src.data.datasets.folder import IMREAD_IMAGE, decode_label
 from src.data.rare_class_sampling import SAMPLES_WITH_CLASS_FILE, STATS_FILE
 
 log = logging.getLogger(__name__)
@@ -172,8 +173,8 @@ def decode(data: bytes, fmt: str, where: str = "") -> Any:
     if fmt == FMT_FLOW:
         return decode_flow(data, where)
     buf = np.frombuffer(data, np.uint8)
-    if fmt == FMT_IMAGE:
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if fmt == FMT_IMAGE:  # as read_image: no EXIF rotation
+        img = cv2.imdecode(buf, IMREAD_IMAGE)
         if img is None:
             raise OSError(f"{where}: the packed image bytes cannot be decoded; pack the dataset again")
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -183,7 +184,7 @@ def decode(data: bytes, fmt: str, where: str = "") -> Any:
             raise OSError(
                 f"{where}: the packed label bytes are not a single-channel PNG; pack the dataset again"
             )
-        return lab.astype(np.uint8, copy=False)
+        return decode_label(lab, where)  # as read_label: 16-bit values above 255 refused
     raise ValueError(f"{where}: unknown field format {fmt!r} in {PACK_FILE}")
 
 

@@ -53,6 +53,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from src.data.classes import default_class_names, resolve_class_lists
 from src.metrics.miou import confusion_matrix_metric, resolve_subsets, summarize
 from src.models.inference import slide_inference, whole_inference
 from src.optim import PolyWarmup, param_groups
@@ -96,7 +97,11 @@ class UDAModule(pl.LightningModule):
             # the offline ImageNet stand-in is cached beside the data (src/models/synthetic_weights)
             model_cfg.setdefault("pretrained_dir", str(Path(cfg["paths"]["data_dir"]) / "pretrained"))
         self.student = _build(model_cfg)
-        uda = cfg["uda"]
+        data = cfg["data"]
+        self.num_classes = int(data["num_classes"])
+        self.class_names = list(data.get("class_names") or default_class_names(self.num_classes))
+        # The strategies' class lists (`things`, `rare`, names or ids) -> the run's ids (src/data/classes.py)
+        uda = resolve_class_lists(cfg["uda"], self.class_names, classes_file=data.get("classes_file"))
         self.method = uda.get("name", "uda")
         self.teacher = _build(uda.get("teacher"), student=self.student)
         self.pseudo_labeler = _build(uda.get("pseudo"))
@@ -137,9 +142,6 @@ class UDAModule(pl.LightningModule):
                 "add uda/teacher=ema uda/pseudo=dacs, or start from uda=dacs"
             )
 
-        data = cfg["data"]
-        self.num_classes = int(data["num_classes"])
-        self.class_names = list(data.get("class_names") or [str(i) for i in range(self.num_classes)])
         self.subsets = resolve_subsets(data.get("eval_subsets") or ["all"], self.num_classes)
         self.eval_cfg = dict(cfg.get("eval") or {})
         self.val_confmat = confusion_matrix_metric(self.num_classes)
@@ -200,11 +202,14 @@ class UDAModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """`train.channels_last` / `train.compile`, applied once before the optimizer is built; when the data
-        module streams packed chunks, rare-class donors are read from its packed source split too."""
+        module streams packed chunks, rare-class donors are read from its packed source split too; otherwise
+        the source split's class -> files index is computed on first use where it can be (folder data)."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         paster = getattr(self.mix, "rare_paster", None)
         if paster is not None and getattr(dm, "streaming", False) and getattr(dm, "source", None) is not None:
             paster.use_dataset(dm.source)
+        elif paster is not None and stage == "fit" and hasattr(dm, "ensure_class_stats"):
+            dm.ensure_class_stats()
         if self.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D weights (convolutions); inputs in `_prep`
         if self.compile_mode and not getattr(self, "_compiled", False):

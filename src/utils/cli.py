@@ -28,6 +28,8 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
+from src.data.errors import DataError, worker_message
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -38,12 +40,26 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _data_error(e: BaseException) -> BaseException | None:
+    """The library's DataError behind `e` (itself, or a cause: Hydra and OmegaConf wrap what a resolver or
+    a target raises), so that its own one-line message is printed."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, DataError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def one_line(e: BaseException) -> str:
-    """The message of a user error on one line."""
+    """The message of a user error on one line (a data-loader worker's error: its original message)."""
     if isinstance(e, MissingMandatoryValue):
         key = getattr(e, "full_key", None) or str(e).splitlines()[0].rsplit(" ", 1)[-1]
         return f"{key} is required: pass {key}=<value> on the command line"
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = str(_data_error(e) or e)
+    text = worker_message(text) or text
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return " | ".join(lines) or type(e).__name__
 
 

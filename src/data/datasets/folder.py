@@ -4,43 +4,76 @@
     <dir>/labels/<stem>.png              single-channel PNG of train ids (0..C-1), 255 = ignore
 
 Every image needs a label with the same stem (except for unlabelled target sets, `labels=False`).
-Rare-class statistics (`scripts/compute_class_stats.py <dir>`) are keyed by the label path relative
-to `<dir>`.
+Images are read as stored, **without EXIF rotation** (labels carry none, so a rotated photo would no longer
+match its label; mmcv's `color_ignore_orientation`). Labels are 8-bit single-channel PNGs; a 16-bit PNG is
+read only when every value fits in 8 bits.
+
+`check()` (called by the data module at start-up) checks every pair once and caches the result in
+``<dir>/.udass_check.json`` (src/data/check.py); `ensure_class_stats()` writes the rare-class statistics
+(``sample_class_stats.json``, ``samples_with_class.json``, keyed by the label path relative to `<dir>`) from
+the checked labels, again when they change. Every error is a `DataError` naming the file.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from src.data.errors import DataError, DataReadError
+
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# As stored: no EXIF rotation (src/data/check.py IMREAD_IMAGE)
+IMREAD_IMAGE = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 HxWx3; a clear error naming the file when it is missing or unreadable."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def decode_image(img: np.ndarray | None, where: str | Path) -> np.ndarray:
+    """An `cv2.imread/imdecode(..., IMREAD_IMAGE)` result -> RGB uint8 HxWx3; DataReadError naming `where`."""
     if img is None:
-        raise OSError(
-            f"cannot read image {path}: the file is missing, empty or corrupt; re-copy or delete it"
+        raise DataReadError(
+            f"cannot read image {where}: the file is missing, empty or corrupt; re-copy or delete it", where
         )
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_label(path: str | Path) -> np.ndarray:
-    """Single-channel uint8 train-id map; a clear error naming the file otherwise."""
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def decode_label(lab: np.ndarray | None, where: str | Path) -> np.ndarray:
+    """An `IMREAD_UNCHANGED` result -> single-channel uint8 train ids; DataError naming `where` otherwise."""
     if lab is None:
-        raise OSError(
-            f"cannot read label {path}: the file is missing, empty or corrupt; re-copy or delete it"
+        raise DataReadError(
+            f"cannot read label {where}: the file is missing, empty or corrupt; re-copy or delete it", where
         )
     if lab.ndim != 2:
-        raise ValueError(
-            f"label {path} has {lab.shape[2]} channels; labels must be single-channel PNGs of train ids "
-            f"(0..C-1, 255 = ignore). Convert colour labels to train ids first."
+        raise DataError(
+            f"label {where} has {lab.shape[2]} channels; labels must be single-channel PNGs of train ids "
+            f"(0..C-1, 255 = ignore). Convert colour labels to train ids first.",
+            where,
         )
-    return lab.astype(np.uint8)
+    if lab.dtype != np.uint8:
+        big = lab > 255
+        if big.any():
+            vals = np.unique(lab[big])
+            shown = ", ".join(map(str, vals[:6].tolist())) + (" ..." if len(vals) > 6 else "")
+            raise DataError(
+                f"label {where} is a 16-bit PNG holding values above 255 ({shown}); labels are 8-bit train "
+                f"ids (0..C-1, 255 = ignore): map the ids to train ids and save an 8-bit greyscale PNG",
+                where,
+            )
+        lab = lab.astype(np.uint8)
+    return lab
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 HxWx3 as stored (no EXIF rotation); a clear error naming the file when it is unreadable."""
+    return decode_image(cv2.imread(str(path), IMREAD_IMAGE), path)
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Single-channel uint8 train-id map; a clear error naming the file otherwise (colour, 16-bit values)."""
+    return decode_label(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), path)
 
 
 def load_pair(img_path: Path, lab_path: Path | None, *, fix: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -50,9 +83,10 @@ def load_pair(img_path: Path, lab_path: Path | None, *, fix: str) -> tuple[np.nd
         return image, None
     label = read_label(lab_path)
     if label.shape != image.shape[:2]:
-        raise ValueError(
+        raise DataError(
             f"label {lab_path} is {label.shape[1]}x{label.shape[0]} but image {img_path} is "
-            f"{image.shape[1]}x{image.shape[0]}; {fix}"
+            f"{image.shape[1]}x{image.shape[0]}; {fix}",
+            lab_path,
         )
     return image, label
 
@@ -60,8 +94,13 @@ def load_pair(img_path: Path, lab_path: Path | None, *, fix: str) -> tuple[np.nd
 class FolderDataset:
     """Image/label pairs under `<root>/images` and `<root>/labels`, matched by file stem."""
 
+    #: the number of classes every label id was checked against (`check`), or None: unchecked
+    checked_num_classes: int | None = None
+
     def __init__(self, root: str | Path, *, labels: bool = True, key: str = "data dir") -> None:
         self.root = Path(root)
+        self.key = key
+        self._entries: dict[str, list] | None = None
         img_dir, lab_dir = self.root / "images", self.root / "labels"
         if not img_dir.is_dir():
             raise FileNotFoundError(
@@ -113,7 +152,7 @@ class FolderDataset:
         except KeyError:
             raise KeyError(
                 f"rare-class statistics name {key!r}, which is not in {self.root}; the statistics are stale: "
-                f"run `python scripts/compute_class_stats.py {self.root}` again"
+                f"delete {self.root / 'sample_class_stats.json'} (rewritten at the next start)"
             ) from None
 
     def name(self, i: int) -> str:
@@ -121,3 +160,33 @@ class FolderDataset:
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         return load_pair(*self.items[i], fix="resize the label (nearest) to the image size")
+
+    def check(
+        self, num_classes: int | None = None, classes_file: str | None = None, *, progress: bool = True
+    ) -> FolderDataset:
+        """Check every file once (src/data/check.py: headers, ends, sizes, label depth and ids, cached in
+        ``<root>/.udass_check.json``); one DataError naming the files otherwise."""
+        from src.data.check import check_folder
+
+        self._entries = check_folder(self.root, self.items, key=self.key, num_classes=num_classes,
+                                     classes_file=classes_file, progress=progress)  # fmt: skip
+        if num_classes is not None and self.has_labels:
+            self.checked_num_classes = int(num_classes)
+        return self
+
+    def ensure_class_stats(self, num_classes: int, classes_file: str | None = None) -> Path:
+        """``<root>/sample_class_stats.json`` and ``samples_with_class.json`` of the labels (ids below
+        num_classes), from the check's cached counts; (re)written atomically when missing or when the labels
+        changed."""
+        from src.data.check import class_stats
+        from src.data.rare_class_sampling import STATS_FILE, write_class_stats
+
+        if not self.has_labels:
+            raise ValueError(f"{self.key}={self.root}: rare-class statistics need labels")
+        if self._entries is None or self.checked_num_classes != num_classes:
+            self.check(num_classes, classes_file)
+        labels = sorted(lab for _, lab in self.items)  # the order of scripts/compute_class_stats.py
+        stats = class_stats(self._entries, labels, self.root, num_classes)
+        if write_class_stats(self.root, stats, only_if_changed=True):
+            log.info("rare-class statistics of %d labels written to %s", len(labels), self.root / STATS_FILE)
+        return self.root / STATS_FILE

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from src.data.datasets.folder import load_pair
+from src.data.datasets.folder import IMREAD_IMAGE, load_pair
 from src.data.rare_class_sampling import STATS_FILE
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class PreparedDataset:
     """
 
     dataset: ClassVar[str] = ""  # argument of scripts/prepare_data.py
+    # scripts/prepare_data.py wrote every label through a map to the 19 train ids (others -> 255)
+    checked_num_classes: ClassVar[int | None] = 19
     title: ClassVar[str] = ""
     layout: ClassVar[str] = ""  # the release layout, for messages
     split: str = "train"  # the manifest split this object reads
@@ -182,7 +184,7 @@ def prepare_pair(
     rec: dict[str, Any] = {"name": name, "status": "ok", "message": "", "image_size": None,
                            "label_size": None, "counts": {}}  # fmt: skip
     try:
-        image = cv2.imread(image_path, cv2.IMREAD_COLOR)
+        image = cv2.imread(image_path, IMREAD_IMAGE)  # as training reads it: no EXIF rotation
     except cv2.error:
         image = None
     if image is None:

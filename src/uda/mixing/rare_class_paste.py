@@ -197,9 +197,10 @@ class RareClassPaster:
         path = self.index_path
         if not path.is_file():
             raise FileNotFoundError(
-                f"rare-class pasting needs the class -> files index {path}, which does not exist: run "
-                f"`python scripts/compute_class_stats.py {self.root}` (writes {SAMPLES_WITH_CLASS_FILE}), "
-                f"or disable the paster with uda.mix.rare_paster=null"
+                f"rare-class pasting needs the class -> files index {path}, which does not exist: a folder "
+                f"dataset writes it at the start of training; otherwise run "
+                f"`python scripts/compute_class_stats.py {self.root}` (writes {SAMPLES_WITH_CLASS_FILE}), or "
+                f"disable the paster with uda.mix.rare_paster=null"
             )
         raw = json.loads(path.read_text())
         files: dict[int, list[str]] = {}
