@@ -58,6 +58,7 @@ from src.models.inference import slide_inference, whole_inference
 from src.optim import PolyWarmup, param_groups
 from src.uda.losses import weighted_cross_entropy
 from src.uda.mixing.quadmix import QuadMix, feature_mix
+from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load_weights_file
 from src.utils.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -479,22 +480,21 @@ class UDAModule(pl.LightningModule):
 
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> UDAModule:
-    """Rebuild a trained module from a checkpoint file alone (no Hydra run, no code executed on load)."""
+    """Rebuild a trained module from a checkpoint file alone (no Hydra run, no code executed on load): the
+    file is read weights-only and its stored config may only name the library's own targets
+    (src/utils/safe_load.py), checked before anything of it is built."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<path to a .ckpt file>")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - surface one readable message
-        raise ValueError(
-            f"{path} is not a loadable checkpoint of this library ({type(e).__name__}: {e})"
-        ) from e
-    if "hyper_parameters" not in ckpt or "cfg" not in ckpt["hyper_parameters"]:
+    ckpt = load_weights_file(path, map_location=map_location, expected="a .ckpt written by src.train")
+    cfg = checkpoint_config(ckpt)
+    if cfg is None:
         raise ValueError(
             f"{path} holds no library config (hyper_parameters.cfg): not a checkpoint of this library"
         )
-    module = UDAModule(ckpt["hyper_parameters"]["cfg"], load_pretrained=False)
-    result = module.load_state_dict(ckpt["state_dict"], strict=False)
+    check_checkpoint_config(cfg, path)  # every _target_ and uda.module: the library's own, or refused
+    module = UDAModule(cfg, load_pretrained=False)
+    result = module.load_state_dict(ckpt.get("state_dict") or {}, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"{path} does not match the model of its own config: {len(result.missing_keys)} missing keys "

@@ -28,6 +28,8 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
+from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load_weights_file
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -89,12 +91,12 @@ def check_resume_checkpoint(path: str | Path, module: torch.nn.Module) -> None:
             f"checkpoint {path} does not exist; ckpt_path must name a .ckpt file written by src.train "
             f"(e.g. <run dir>/checkpoints/last.ckpt)"
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - one readable message
-        raise ValueError(f"{path} is not a loadable checkpoint ({type(e).__name__}: {e})") from e
+    ckpt = load_weights_file(path, "ckpt_path=", mmap=True, expected="a .ckpt written by src.train")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{path} holds no state_dict: not a training checkpoint of this library")
+    their_cfg = checkpoint_config(ckpt)
+    if their_cfg is not None:  # a tampered config is refused here too, although resuming builds none of it
+        check_checkpoint_config(their_cfg, path)
     theirs = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
     ours = {k: tuple(v.shape) for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
     missing = sorted(ours.keys() - theirs.keys())
@@ -102,7 +104,6 @@ def check_resume_checkpoint(path: str | Path, module: torch.nn.Module) -> None:
     reshaped = sorted(k for k in ours.keys() & theirs.keys() if ours[k] != theirs[k])
     if not (missing or unexpected or reshaped):
         return
-    their_cfg = (ckpt.get("hyper_parameters") or {}).get("cfg")
     our_cfg = getattr(module, "cfg", None)
     held = _describe(their_cfg) if isinstance(their_cfg, dict) else "an unknown configuration"
     built = _describe(our_cfg) if isinstance(our_cfg, dict) else "another model"
