@@ -5,9 +5,10 @@ Hydra already turns a wrong experiment name or a misspelt key into one message w
 foreign checkpoint, a missing input folder, an invalid strategy value) surfaces as `FileNotFoundError` (or
 another `OSError`), `ValueError`, a Hydra instantiation error or a missing mandatory value;
 `readable_errors` prints those as one line `error: ...` on stderr and exits with status 1, instead of
-Hydra's traceback. Other exceptions
-(bugs) keep their traceback. `HYDRA_FULL_ERROR=1` re-raises everything (full traceback), and so does a
-multirun, where Hydra's own per-job error handling applies.
+Hydra's traceback; so does a run stopped by what it was given (`RunStopped`, e.g. a non-finite loss,
+whose message carries the advice). Other exceptions (bugs) keep their traceback. `HYDRA_FULL_ERROR=1`
+re-raises everything (full traceback), and so does a multirun, where Hydra's own per-job error handling
+applies.
 
 `check_resume_checkpoint` verifies a `ckpt_path=` given to `src.train` before Lightning loads it: a missing
 file, a file that is not a checkpoint, or a checkpoint of another model / method each give one message
@@ -32,11 +33,18 @@ from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+class RunStopped(RuntimeError):
+    """A run stopped by what it was given, not by a bug (e.g. a non-finite loss: `NonFiniteLossError`); its
+    message says what to change. `readable_errors` prints it as one line."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # FileNotFoundError, unreadable image files, permissions
     ValueError,
     MissingMandatoryValue,
     InstantiationException,
+    RunStopped,
 )
 
 

@@ -1,0 +1,61 @@
+"""Bad settings end in one line that names what to change (issue 16, part 3): a non-finite loss (advice
+that fits the run), a numeric key of the wrong type or range, a pickled `model.pretrained` file; a valid
+setting that is silently not the reference protocol (an HRDA model evaluated on whole images) warns once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from src.uda.module import NonFiniteLossError, UDAModule
+from tests.conftest import FAST_TRAINER, ROOT, TINY_SYNTHETIC, compose_cfg
+
+
+def _module(*overrides: str) -> UDAModule:
+    cfg = compose_cfg("train", ["paths.output_dir=/tmp/x", "model.head_channels=16", *overrides])
+    return UDAModule(OmegaConf.to_container(cfg, resolve=True))
+
+
+# ------------------------------------------------------------------------------------- non-finite loss
+def test_nan_stop_is_one_line_with_advice_that_fits_the_run(data_dir, tmp_path):
+    """optim.lr=1e10 (the issue's input): one `error:` line with the step and the term; no checkpoint yet,
+    so no ckpt_path=last; already 32-bit, so no trainer.precision=32-true; always optim.lr and skip."""
+    r = subprocess.run(
+        [sys.executable, "-m", "src.train", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}",
+         *TINY_SYNTHETIC, *FAST_TRAINER, "optim.lr=1e10"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, r.stderr
+    msg = errors[0]
+    assert msg.startswith("error: non-finite ") and " at step " in msg, msg
+    assert "optim.lr (now 1e+10)" in msg and "train.on_nonfinite=skip" in msg, msg
+    assert "ckpt_path=last" not in msg and "trainer.precision" not in msg, msg
+    assert "weights stay finite" in msg
+
+
+def test_nan_advice_offers_resume_and_precision_only_when_they_apply(tmp_path):
+    module = _module("uda=source_only", "optim.lr=0.5")
+    logs = {"train/loss_src": torch.tensor(float("nan"))}
+    module._trainer = SimpleNamespace(precision="32-true", default_root_dir=str(tmp_path), world_size=1)
+    with pytest.raises(NonFiniteLossError) as e:
+        module.check_finite(logs, 12)
+    msg = str(e.value)
+    assert msg.startswith("non-finite loss at step 12: train/loss_src = nan. ") and "\n" not in msg
+    assert "optim.lr (now 0.5)" in msg and "train.on_nonfinite=skip" in msg
+    assert "ckpt_path=last" not in msg and "trainer.precision" not in msg
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step000010.ckpt").write_bytes(b"x")
+    module._trainer = SimpleNamespace(precision="bf16-mixed", default_root_dir=str(tmp_path), world_size=1)
+    advice = module.nonfinite_advice()
+    assert "trainer.precision=32-true (now bf16-mixed)" in advice
+    assert f"ckpt_path=last hydra.run.dir={tmp_path}" in advice
+    assert isinstance(e.value, RuntimeError)  # still a RuntimeError for callers that catch one
