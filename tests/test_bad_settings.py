@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import OrderedDict
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from src.uda.module import NonFiniteLossError, UDAModule
+from src.utils.cli import one_line, readable_errors
 from tests.conftest import FAST_TRAINER, ROOT, TINY_SYNTHETIC, compose_cfg
 
 
@@ -59,3 +61,40 @@ def test_nan_advice_offers_resume_and_precision_only_when_they_apply(tmp_path):
     assert "trainer.precision=32-true (now bf16-mixed)" in advice
     assert f"ckpt_path=last hydra.run.dir={tmp_path}" in advice
     assert isinstance(e.value, RuntimeError)  # still a RuntimeError for callers that catch one
+
+
+# ------------------------------------------------------------------------------------- model.pretrained
+class Pickled:
+    """Any Python object: torch.save pickles it, a weights-only load refuses it."""
+
+
+@pytest.mark.parametrize("kind", ["object", "plain_pickle"])
+def test_a_pickled_pretrained_file_is_named_without_the_weights_only_hint(
+    kind, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    path = tmp_path / "mit_b0.pth"
+    if kind == "object":
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": Pickled()}, path)
+    else:
+        import pickle
+
+        path.write_bytes(pickle.dumps({"state_dict": OrderedDict(w=1)}, protocol=4))
+    with pytest.raises(SystemExit):
+        readable_errors(_module)(f"model.pretrained={path}")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: model.pretrained={path} is not a plain tensor checkpoint"), err
+    assert "weights_only" not in err and "Error in call to target" not in err
+    if kind == "object":
+        assert f"({__name__}.Pickled)" in err
+
+
+def test_one_line_names_the_key_of_a_nested_instantiation_error():
+    from hydra.utils import instantiate
+
+    cfg = OmegaConf.create({"uda": {"mix": {"_target_": "src.uda.mixing.quadmix.QuadMix",
+                                            "target_class_pool": "some"}}})  # fmt: skip
+    with pytest.raises(Exception) as e:
+        instantiate(cfg)
+    assert one_line(e.value).startswith("uda.mix: target_class_pool must be one of")

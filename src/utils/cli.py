@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -48,8 +49,25 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _user_cause(e: BaseException) -> BaseException | None:
+    """The user error (not itself a wrapper) that Hydra's instantiation error `e` was raised from, or None
+    (a bug inside the call keeps Hydra's message)."""
+    seen: set[int] = set()
+    cause = e.__cause__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, USER_ERRORS) and not isinstance(cause, InstantiationException):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
+
+
 def one_line(e: BaseException) -> str:
-    """The message of a user error on one line."""
+    """The message of a user error on one line (a wrapper's: the message of the user error it wraps)."""
+    cause = _user_cause(e) if isinstance(e, InstantiationException) else None
+    if cause is not None:  # Hydra's "Error in call to target ...: ValueError(...)": the user error itself
+        m = re.search(r"^full_key: (\S+)", str(e), flags=re.MULTILINE)
+        return f"{m.group(1)}: {one_line(cause)}" if m else one_line(cause)
     if isinstance(e, MissingMandatoryValue):
         key = getattr(e, "full_key", None) or str(e).splitlines()[0].rsplit(" ", 1)[-1]
         return f"{key} is required: pass {key}=<value> on the command line"
