@@ -5,6 +5,7 @@ setting that is silently not the reference protocol (an HRDA model evaluated on 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections import OrderedDict
@@ -14,8 +15,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from src.train import train
 from src.uda.module import NonFiniteLossError, UDAModule
 from src.utils.cli import one_line, readable_errors
+from src.utils.settings import check_settings, warn_settings
 from tests.conftest import FAST_TRAINER, ROOT, TINY_SYNTHETIC, compose_cfg
 
 
@@ -98,3 +101,58 @@ def test_one_line_names_the_key_of_a_nested_instantiation_error():
     with pytest.raises(Exception) as e:
         instantiate(cfg)
     assert one_line(e.value).startswith("uda.mix: target_class_pool must be one of")
+
+
+# ------------------------------------------------------------------------------------- numeric settings
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_steps=abc", "trainer.max_steps=abc: expected an integer >= 1 (the number of training"),
+        ("trainer.max_steps=0", "trainer.max_steps=0: expected an integer >= 1"),
+        ("trainer.val_check_interval=0.5", "trainer.val_check_interval=0.5: expected an integer >= 1"),
+        ("data.crop_size=[-5,64]", "data.crop_size=[-5,64]: expected [height, width], two integers >= 1"),
+        ("data.crop_size=64", "data.crop_size=64: expected [height, width]"),
+        ("data.batch_size=true", "data.batch_size=true: expected an integer >= 1"),
+        ("optim.lr=-1e-4", "optim.lr=-0.0001: expected a finite number > 0"),
+        ("optim.lr=fast", "optim.lr=fast: expected a finite number > 0"),
+        ("eval.crop_size=[512]", "eval.crop_size=[512]: expected null or [height, width]"),
+    ],
+)  # fmt: skip
+def test_a_bad_numeric_setting_names_the_key_and_the_expected_type(override, message, train_cfg):
+    with pytest.raises(ValueError) as e:
+        check_settings(train_cfg(override))
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_good_settings_pass_and_absent_keys_are_not_checked(train_cfg):
+    check_settings(train_cfg())
+    check_settings(train_cfg("experiment=mic_hrda_synthetic"))
+    check_settings(
+        compose_cfg("eval", ["ckpt_path=x.ckpt", "paths.output_dir=/tmp/x"])
+    )  # no trainer.max_steps
+
+
+def test_train_checks_the_settings_first(train_cfg, capsys, monkeypatch):
+    """Through the CLI wrapper: one line, before anything is built."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as e:
+        readable_errors(train)(train_cfg("data.crop_size=[-5,64]"))
+    assert e.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: data.crop_size=[-5,64]: expected [height, width], two integers >= 1 (the training crop in "
+        "pixels)\n"
+    )
+
+
+# ------------------------------------------------------------------------------------- protocol warnings
+def test_hrda_on_hr_data_evaluated_whole_warns_once(caplog):
+    base = ["paths.output_dir=/tmp/x", "model=hrda_daformer_mitb5", "data=gta_to_cityscapes_hr"]
+    with caplog.at_level(logging.WARNING, logger="src.utils.settings"):
+        warned = warn_settings(compose_cfg("train", base))
+    assert len(warned) == 1 and len(caplog.records) == 1
+    assert "eval.mode=whole" in warned[0] and "eval.mode=slide eval.crop_size=[1024,1024]" in warned[0]
+    # the HRDA experiments evaluate with the sliding window; other models or data do not warn
+    assert warn_settings(compose_cfg("train", ["paths.output_dir=/tmp/x", "experiment=mic_hrda_gta"])) == []
+    assert warn_settings(compose_cfg("train", [*base, "eval.mode=slide"])) == []
+    assert warn_settings(compose_cfg("train", [*base[:2], "data=gta_to_cityscapes"])) == []
+    assert warn_settings(compose_cfg("train", [base[0], "model=daformer_mitb5", base[2]])) == []
