@@ -302,3 +302,7 @@ def test_a_pickled_object_is_refused_without_the_weights_only_hint(tmp_path):
         msg = str(e.value)
         assert str(tmp_path / "obj.ckpt") in msg and "not a plain tensor checkpoint" in msg
         assert "weights_only" not in msg and "\n" not in msg
+    (tmp_path / "garbage.ckpt").write_bytes(b"garbage")  # not a pickle at all: damaged, not "pickled"
+    with pytest.raises(ValueError, match=r"garbage\.ckpt is not a loadable checkpoint \(damaged") as e:
+        load_image_module(tmp_path / "garbage.ckpt")
+    assert "weights_only" not in str(e.value)

@@ -197,6 +197,19 @@ def _check_target(path: str, slot: str, value: Any, allow: AllowList, source: st
         )
 
 
+def _pickled_object(path: str | Path, e: BaseException) -> bool:
+    """Whether a refused weights-only load was a pickle of Python objects (a global torch does not allow,
+    or a pickle stream: a torch zip archive or a protocol >= 2 header) rather than bytes of anything else."""
+    if "Unsupported global" in str(e):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head.startswith((b"\x80", b"PK\x03\x04"))
+
+
 def _unpickling_detail(e: BaseException) -> str:
     m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
     return f" ({m.group(1)})" if m else ""
@@ -215,6 +228,11 @@ def load_weights_file(
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
+        if not _pickled_object(path, e):  # not a pickle at all: a damaged or foreign file
+            raise ValueError(
+                f"{what}{path} is not a loadable checkpoint (damaged, or not written by torch.save); "
+                f"give {expected}"
+            ) from e
         raise ValueError(
             f"{what}{path} is not a plain tensor checkpoint: it holds a pickled Python object"
             f"{_unpickling_detail(e)}, and this library only reads tensors and plain data (unpickling "
