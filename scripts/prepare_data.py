@@ -133,7 +133,7 @@ def prepare(
         "format": MANIFEST_FORMAT,
         "dataset": dataset,
         "root": str(root),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "label_files": LABEL_FILES[dataset],
         "num_classes": NUM_CLASSES,
         "class_names": list(CITYSCAPES_CLASSES),

@@ -19,11 +19,13 @@ from src.metrics.miou import format_table, resolve_subsets
 from src.train import write_results
 from src.uda.video.module import load_module  # the module class of the checkpoint's uda.module
 from src.utils.cli import readable_errors
+from src.utils.settings import check_settings
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    check_settings(cfg)  # eval.crop_size / eval.stride, data.* of another validation set
     module = load_module(cfg.ckpt_path)
     ckpt_cfg = OmegaConf.create(module.cfg)
     if cfg.get("data"):  # another validation set than the checkpoint's

@@ -61,6 +61,7 @@ from src.models.temporal_aggregation import ClipPredictor
 from src.uda.module import UDAModule
 from src.uda.video.module import load_module
 from src.utils.cli import readable_errors
+from src.utils.settings import check_settings
 from src.utils.visualize import colorize, overlay, save_png
 
 log = logging.getLogger(__name__)
@@ -331,6 +332,7 @@ def _image_pairs(
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run the prediction of `cfg` (conf/predict.yaml); returns {'kind', 'count', 'output', 'video',
     'two_frame'}."""
+    check_settings(cfg)  # eval.crop_size / eval.stride
     kind, source = resolve_input(cfg.input, recursive=bool(cfg.get("recursive", False)))
     module = load_module(cfg.ckpt_path)
     overrides = OmegaConf.to_container(cfg.eval, resolve=True) if cfg.get("eval") else {}

@@ -37,6 +37,7 @@ from src.metrics.miou import format_table
 from src.uda.video.best_checkpoint import BestCheckpoint
 from src.uda.video.module import build_module
 from src.utils.cli import check_resume_checkpoint, readable_errors
+from src.utils.settings import check_settings, warn_settings
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ def write_results(path: Path, summary: dict, cfg: DictConfig, steps: int, extra:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
+    check_settings(cfg)  # trainer.max_steps=abc, data.crop_size=[-5,64]: one line naming the key
+    warn_settings(cfg)  # e.g. an HRDA model on *_hr data evaluated on whole images
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     datamodule = build_datamodule(cfg)

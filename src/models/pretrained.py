@@ -17,8 +17,9 @@ import logging
 import os
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor, nn
+
+from src.utils.safe_load import load_weights_file
 
 __all__ = ["load_backbone_weights", "extract_backbone_state_dict", "WEIGHTS_HELP"]
 
@@ -87,7 +88,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike[str]) -> 
     path = os.path.expanduser(os.fspath(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Pretrained backbone weights not found: '{path}'. {WEIGHTS_HELP}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_weights_file(path, "model.pretrained=", expected=f"ImageNet weights. {WEIGHTS_HELP}")
     state = extract_backbone_state_dict(checkpoint)
     convert = getattr(backbone, "convert_state_dict", None)
     if callable(convert):

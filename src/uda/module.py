@@ -59,7 +59,9 @@ from src.models.inference import slide_inference, whole_inference
 from src.optim import PolyWarmup, param_groups
 from src.uda.losses import weighted_cross_entropy
 from src.uda.mixing.quadmix import QuadMix, feature_mix
+from src.utils.cli import RunStopped
 from src.utils.phases import resolve_phases
+from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load_weights_file
 from src.utils.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,12 @@ BACKWARD_MODES = ("deferred", "every", "sum")
 NONFINITE_ACTIONS = ("stop", "skip")
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss term or gradient was NaN/inf (train.on_nonfinite=stop); raised before the optimizer step."""
+class NonFiniteLossError(RunStopped):
+    """A loss term or gradient was NaN/inf (train.on_nonfinite=stop); raised before the optimizer step. A
+    RuntimeError; `src.utils.cli.readable_errors` prints it as one line (RunStopped)."""
+
+
+FULL_PRECISION = ("32-true", "32", "64-true", "64")
 
 
 def _build(node: Any, **kwargs: Any) -> Any:
@@ -273,17 +279,38 @@ class UDAModule(pl.LightningModule):
         if ok:
             return True
         bad = [f"{n} = {v:.4g}" for n, v, f in zip(names, values, flags) if not f]
-        what = ", ".join(bad) if bad else ("a gradient" if not grads_ok else "a loss term on another rank")
-        msg = f"non-finite loss at step {step}: {what}"
+        if bad:
+            msg = f"non-finite loss at step {step}: {', '.join(bad)}"
+        elif not grads_ok:
+            msg = f"non-finite gradient at step {step} (its norm is not finite; the loss terms are)"
+        else:
+            msg = f"non-finite loss at step {step}: a loss term on another rank"
         if self.on_nonfinite == "stop":
             raise NonFiniteLossError(
-                f"{msg}. The run stops before the optimizer step, so the weights of the last checkpoint "
-                f"are finite; resume from it with ckpt_path=last, or set train.on_nonfinite=skip to skip "
-                f"such steps (and consider a lower optim.lr or trainer.precision=32-true)"
+                f"{msg}. The run stopped before the optimizer step (the weights stay finite): "
+                f"{self.nonfinite_advice()}"
             )
         self.skipped_steps += 1
         log.warning("%s: step skipped (train.on_nonfinite=skip, %d so far)", msg, self.skipped_steps)
         return False
+
+    def nonfinite_advice(self) -> str:
+        """What to change after a non-finite loss, for this run: a lower `optim.lr` or skipping such steps;
+        32-bit precision only when the run is not 32-bit already; resuming only when the run directory holds
+        a checkpoint."""
+        lr = (self.cfg.get("optim") or {}).get("lr")
+        tips = [f"lower optim.lr (now {lr:g})" if isinstance(lr, (int, float)) else "lower optim.lr",
+                "set train.on_nonfinite=skip to skip such steps"]  # fmt: skip
+        trainer = self._trainer
+        precision = getattr(trainer, "precision", None) or (self.cfg.get("trainer") or {}).get("precision")
+        if precision is not None and str(precision) not in FULL_PRECISION:
+            tips.append(f"train in full precision, trainer.precision=32-true (now {precision})")
+        run_dir = Path(trainer.default_root_dir) if trainer is not None else None
+        if run_dir is not None and any(
+            [*run_dir.glob("checkpoints/*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+        ):  # fmt: skip
+            tips.append(f"resume from the last checkpoint, ckpt_path=last hydra.run.dir={run_dir}")
+        return ", or ".join([", ".join(tips[:-1]), tips[-1]]) if len(tips) > 1 else tips[0]
 
     def skip_update(self, opt) -> None:
         """Drop this step's gradients so that the optimizer step changes nothing (AdamW skips parameters
@@ -509,22 +536,21 @@ class UDAModule(pl.LightningModule):
 
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> UDAModule:
-    """Rebuild a trained module from a checkpoint file alone (no Hydra run, no code executed on load)."""
+    """Rebuild a trained module from a checkpoint file alone (no Hydra run, no code executed on load): the
+    file is read weights-only and its stored config may only name the library's own targets
+    (src/utils/safe_load.py), checked before anything of it is built."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt_path=<path to a .ckpt file>")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - surface one readable message
-        raise ValueError(
-            f"{path} is not a loadable checkpoint of this library ({type(e).__name__}: {e})"
-        ) from e
-    if "hyper_parameters" not in ckpt or "cfg" not in ckpt["hyper_parameters"]:
+    ckpt = load_weights_file(path, map_location=map_location, expected="a .ckpt written by src.train")
+    cfg = checkpoint_config(ckpt)
+    if cfg is None:
         raise ValueError(
             f"{path} holds no library config (hyper_parameters.cfg): not a checkpoint of this library"
         )
-    module = UDAModule(ckpt["hyper_parameters"]["cfg"], load_pretrained=False)
-    result = module.load_state_dict(ckpt["state_dict"], strict=False)
+    check_checkpoint_config(cfg, path)  # every _target_ and uda.module: the library's own, or refused
+    module = UDAModule(cfg, load_pretrained=False)
+    result = module.load_state_dict(ckpt.get("state_dict") or {}, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"{path} does not match the model of its own config: {len(result.missing_keys)} missing keys "

@@ -5,9 +5,10 @@ Hydra already turns a wrong experiment name or a misspelt key into one message w
 foreign checkpoint, a missing input folder, an invalid strategy value) surfaces as `FileNotFoundError` (or
 another `OSError`), `ValueError`, a Hydra instantiation error or a missing mandatory value;
 `readable_errors` prints those as one line `error: ...` on stderr and exits with status 1, instead of
-Hydra's traceback. Other exceptions
-(bugs) keep their traceback. `HYDRA_FULL_ERROR=1` re-raises everything (full traceback), and so does a
-multirun, where Hydra's own per-job error handling applies.
+Hydra's traceback; so does a run stopped by what it was given (`RunStopped`, e.g. a non-finite loss,
+whose message carries the advice). Other exceptions (bugs) keep their traceback. `HYDRA_FULL_ERROR=1`
+re-raises everything (full traceback), and so does a multirun, where Hydra's own per-job error handling
+applies.
 
 `check_resume_checkpoint` verifies a `ckpt_path=` given to `src.train` before Lightning loads it: a missing
 file, a file that is not a checkpoint, or a checkpoint of another model / method each give one message
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,14 +31,22 @@ from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
 from src.data.errors import DataError, worker_message
+from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load_weights_file
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RunStopped(RuntimeError):
+    """A run stopped by what it was given, not by a bug (e.g. a non-finite loss: `NonFiniteLossError`); its
+    message says what to change. `readable_errors` prints it as one line."""
+
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # FileNotFoundError, unreadable image files, permissions
     ValueError,
     MissingMandatoryValue,
     InstantiationException,
+    RunStopped,
 )
 
 
@@ -52,8 +62,27 @@ def _data_error(e: BaseException) -> BaseException | None:
     return None
 
 
+def _user_cause(e: BaseException) -> BaseException | None:
+    """The user error (not itself a wrapper) that Hydra's instantiation error `e` was raised from, or None
+    (a bug inside the call keeps Hydra's message)."""
+    seen: set[int] = set()
+    cause = e.__cause__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, USER_ERRORS) and not isinstance(cause, InstantiationException):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
+
+
 def one_line(e: BaseException) -> str:
-    """The message of a user error on one line (a data-loader worker's error: its original message)."""
+    """The message of a user error on one line (a wrapper's: the message of the user error it wraps; a
+    data-loader worker's error: its original message)."""
+    if _data_error(e) is None:
+        cause = _user_cause(e) if isinstance(e, InstantiationException) else None
+        if cause is not None:  # Hydra's "Error in call to target ...: ValueError(...)": the user error itself
+            m = re.search(r"^full_key: (\S+)", str(e), flags=re.MULTILINE)
+            return f"{m.group(1)}: {one_line(cause)}" if m else one_line(cause)
     if isinstance(e, MissingMandatoryValue):
         key = getattr(e, "full_key", None) or str(e).splitlines()[0].rsplit(" ", 1)[-1]
         return f"{key} is required: pass {key}=<value> on the command line"
@@ -105,12 +134,12 @@ def check_resume_checkpoint(path: str | Path, module: torch.nn.Module) -> None:
             f"checkpoint {path} does not exist; ckpt_path must name a .ckpt file written by src.train "
             f"(e.g. <run dir>/checkpoints/last.ckpt)"
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - one readable message
-        raise ValueError(f"{path} is not a loadable checkpoint ({type(e).__name__}: {e})") from e
+    ckpt = load_weights_file(path, "ckpt_path=", mmap=True, expected="a .ckpt written by src.train")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{path} holds no state_dict: not a training checkpoint of this library")
+    their_cfg = checkpoint_config(ckpt)
+    if their_cfg is not None:  # a tampered config is refused here too, although resuming builds none of it
+        check_checkpoint_config(their_cfg, path)
     theirs = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
     ours = {k: tuple(v.shape) for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
     missing = sorted(ours.keys() - theirs.keys())
@@ -118,7 +147,6 @@ def check_resume_checkpoint(path: str | Path, module: torch.nn.Module) -> None:
     reshaped = sorted(k for k in ours.keys() & theirs.keys() if ours[k] != theirs[k])
     if not (missing or unexpected or reshaped):
         return
-    their_cfg = (ckpt.get("hyper_parameters") or {}).get("cfg")
     our_cfg = getattr(module, "cfg", None)
     held = _describe(their_cfg) if isinstance(their_cfg, dict) else "an unknown configuration"
     built = _describe(our_cfg) if isinstance(our_cfg, dict) else "another model"

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from src.uda.teacher import _is_dropout
+from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load_weights_file
 
 
 def _pseudo_label_modes(model: nn.Module, bn_mode: str) -> None:
@@ -45,6 +46,8 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
     """Load ``path`` (a library checkpoint: its ``student.*`` tensors; or a plain state dict) into ``model``.
 
     Only the fusion layer (``sf_layer``) may be missing; anything else missing or unexpected is an error.
+    The file is read weights-only, and a library checkpoint's stored config is checked like any checkpoint's
+    (src/utils/safe_load.py), although only its tensors are used.
     """
     path = Path(path)
     if not path.is_file():
@@ -52,10 +55,10 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
             f"uda.teacher.checkpoint={path} does not exist: give the checkpoint of a trained run "
             f"(e.g. <run dir>/checkpoints/last.ckpt) or null to freeze the initial weights"
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - one readable message
-        raise ValueError(f"uda.teacher.checkpoint={path} is not a loadable checkpoint ({e})") from e
+    ckpt = load_weights_file(path, "uda.teacher.checkpoint=", expected="a trained run's .ckpt or state dict")
+    cfg = checkpoint_config(ckpt)
+    if cfg is not None:  # only its tensors are read, but an edited library checkpoint is refused everywhere
+        check_checkpoint_config(cfg, path)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"uda.teacher.checkpoint={path} holds no state dict")
