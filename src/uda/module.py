@@ -87,6 +87,9 @@ class UDAModule(pl.LightningModule):
         self.save_hyperparameters({"cfg": cfg})
         self.cfg = cfg
         model_cfg = dict(cfg["model"])
+        model_cfg.pop(
+            "init_from", None
+        )  # weights of a whole trained segmentor: src/uda/init_from.py (src.train)
         if not load_pretrained:
             model_cfg["pretrained"] = None
         self.student = _build(model_cfg)
