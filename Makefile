@@ -47,6 +47,9 @@ eval: install ## evaluate a checkpoint: make eval ARGS="ckpt_path=logs/train/run
 predict: install ## segment images / a video: make predict ARGS="ckpt_path=... input=DIR_OR_VIDEO output=DIR"
 	$(BIN)/python -m src.predict $(ARGS)
 
+export: install ## a checkpoint as ONNX, checked in onnxruntime: make export ARGS="ckpt_path=... input_size=[512,1024]"
+	$(BIN)/python -m src.export $(ARGS)
+
 notebooks: install ## run every notebook top to bottom (ARGS="--save DIR" keeps the executed copies)
 	$(BIN)/python scripts/notebooks.py run $(ARGS)
 
@@ -59,4 +62,4 @@ wandb-sync: install ## upload the offline W&B runs under logs/ (needs `wandb log
 clean: ## remove logs and generated outputs (keeps .venv and data)
 	rm -rf logs outputs .pytest_cache
 
-.PHONY: help install train test test-slow lint format synthetic eval predict notebooks notebooks-strip wandb-sync clean
+.PHONY: help install train test test-slow lint format synthetic eval predict export notebooks notebooks-strip wandb-sync clean

@@ -4,6 +4,9 @@ Seeds everything, builds the data module and the UDA module from the composed co
 evaluates the student, prints the per-class table and writes `results.json` into the run directory.
 Returns the target mIoU (the value Hydra sweepers optimise).
 
+Starting from a whole trained segmentor (student, EMA teacher, ImageNet FD encoder; not the optimizer):
+`model.init_from=<checkpoint or released .pth>` (src/uda/init_from.py).
+
 Resuming: `ckpt_path=<file>`, or `ckpt_path=last` for the newest checkpoint of the run directory
 (`checkpoints/*.ckpt`, and Lightning's SLURM `hpc_ckpt_*.ckpt`), with `hydra.run.dir=<that run's
 directory>`; `ckpt_path=auto` does the same but starts afresh when there is none (a requeued job).
@@ -34,6 +37,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import src.utils.config  # noqa: F401  (registers the udass.* resolvers)
 from src.metrics.miou import format_table
+from src.uda.init_from import init_from
 from src.uda.video.best_checkpoint import BestCheckpoint
 from src.uda.video.module import build_module
 from src.utils.cli import check_resume_checkpoint, readable_errors
@@ -179,6 +183,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     datamodule = build_datamodule(cfg)
     module = build_module(OmegaConf.to_container(cfg, resolve=True))  # uda.module: UDAModule or a subclass
+    if cfg.model.get(
+        "init_from"
+    ):  # a whole trained segmentor (also on resume: it sets the teacher's EMA mode)
+        init_from(module, cfg.model.init_from)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)  # `last` / `auto` -> a file (or None)
     if ckpt_path:  # one readable message for a missing / foreign checkpoint (issue 9)
         check_resume_checkpoint(ckpt_path, module)

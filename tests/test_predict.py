@@ -143,6 +143,12 @@ def test_resume_from_a_foreign_checkpoint_is_one_message(tmp_path):
     with pytest.raises(ValueError, match="not a loadable checkpoint"):
         check_resume_checkpoint(tmp_path / "junk.ckpt", ours)
     same = _save_ckpt(tmp_path / "same.ckpt", _module_cfg("uda=dacs"))
+    with pytest.raises(
+        ValueError, match=r"no training state .* model\.init_from=.*same\.ckpt instead of ckpt_path"
+    ):
+        check_resume_checkpoint(same, ours)  # weights only (e.g. imported): not resumable
+    ckpt = torch.load(same, weights_only=True)
+    torch.save(dict(ckpt, optimizer_states=[]), same)
     check_resume_checkpoint(same, ours)  # fits: no error
     other = _save_ckpt(tmp_path / "other.ckpt", _module_cfg("uda=source_only", "model.head_channels=32"))
     with pytest.raises(ValueError) as e:

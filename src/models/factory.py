@@ -11,11 +11,14 @@ dilations (6, 12), §4.3). ``hrda_<name>`` wraps any of them in the HRDA multi-r
 
 ``pretrained``:
   * ``None``: random initialisation;
-  * a local file path: backbone weights loaded by name with :func:`load_backbone_weights`
-    (SegFormer ``mit_bX.pth`` for MiT, timm ``resnet101c`` or open-mmlab ``resnet101_v1c`` for ResNet);
+  * ``hf:<repo id>`` (e.g. ``hf:nvidia/mit-b5``), a Hugging Face model folder, a ``.safetensors`` or
+    ``torch.save`` file: backbone weights loaded by name with :func:`load_backbone_weights` (SegFormer
+    ``mit_bX.pth`` or the Hugging Face MiT layouts for MiT, timm ``resnet101c`` or open-mmlab
+    ``resnet101_v1c`` for ResNet; :func:`src.models.pretrained.resolve_pretrained` turns the value into a
+    file);
   * ``"timm"``: timm's hub ImageNet weights (ResNet only, needs internet; timm has no MiT);
   * ``"synthetic"``: the offline ImageNet stand-in of a MiT encoder (``src.models.synthetic_weights``),
-    pre-trained once on procedural shapes and textures and cached under ``$DATA_ROOT/pretrained``.
+    pre-trained once on procedural shapes and textures and cached under ``pretrained_dir``.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def create_backbone(
         if pretrained == "timm":
             raise ValueError(
                 f"pretrained='timm' is not available for {bb_name}: timm has no MiT (SegFormer) weights. "
-                f"Pass the local SegFormer ImageNet file instead (model.pretrained=/path/to/{bb_name}.pth). "
+                f"Use model.pretrained=hf:nvidia/mit-b{bb_name[-1]} or a local copy of it instead. "
                 + WEIGHTS_HELP
             )
         overrides = {} if drop_path_rate is None else {"drop_path_rate": drop_path_rate}
@@ -122,8 +125,9 @@ def create_segmentor(
     Args:
         name: one of :data:`SEGMENTOR_NAMES`.
         num_classes: output classes (19 Cityscapes train ids).
-        pretrained: None, a local backbone checkpoint path, "timm" (ResNet only) or "synthetic" (MiT only,
-            the offline stand-in cached in ``pretrained_dir``).
+        pretrained: None, "timm" (ResNet only), "synthetic" (MiT only, the offline stand-in cached in
+            ``pretrained_dir``), or a value of ``resolve_pretrained`` (``hf:<repo>``, a Hugging Face folder,
+            a weights file).
         head_channels: overrides ``embed_dim`` and ``channels`` of the DAFormer head (256 by default);
             meant for small CPU models. Not applicable to DeepLabV2 (ValueError).
         drop_path_rate: MiT stochastic depth (default 0.1) / timm ResNet drop path (default 0).

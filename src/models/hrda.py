@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.models.inference import slide_windows
+from src.models.inference import slide_windows, windows_cover
 from src.models.segmentor import BlendFn, LossFn, Segmentor
 from src.uda.losses import weighted_cross_entropy
 
@@ -184,16 +184,18 @@ def hr_slide_logits(
     """
     b, _, h, w = x.shape
     boxes = slide_windows(h, w, crop_size=tuple(crop_size), stride=tuple(stride))
-    crops = torch.cat([crop(x, bx) for bx in boxes], dim=0)
-    logits = model.decode(model.extract_feat(crops))
-    canvas = x.new_zeros((b, logits.shape[1], h // output_stride, w // output_stride), dtype=torch.float32)
+    crops = torch.stack([crop(x, bx) for bx in boxes]).flatten(0, 1)  # window-major, as the reference's cat
+    logits = model.decode(model.extract_feat(crops)).unflatten(0, (len(boxes), -1))
+    canvas = x.new_zeros((b, logits.shape[2], h // output_stride, w // output_stride), dtype=torch.float32)
     count = x.new_zeros((1, 1, h // output_stride, w // output_stride), dtype=torch.float32)
+    # cannot happen with slide_windows; never divide by zero silently (checked on the boxes: no tensor branch)
+    if not windows_cover([(y1 // output_stride, y2 // output_stride, x1 // output_stride, x2 // output_stride)
+                          for y1, y2, x1, x2 in boxes], h // output_stride, w // output_stride):  # fmt: skip
+        raise RuntimeError("HRDA detail windows do not cover the image")
     for i, bx in enumerate(boxes):
         sy, sx = box_slices(bx, output_stride)
-        canvas[:, :, sy, sx] += logits[i * b : (i + 1) * b].float()
+        canvas[:, :, sy, sx] += logits[i].float()
         count[:, :, sy, sx] += 1
-    if (count == 0).any():  # cannot happen with slide_windows; never divide by zero silently
-        raise RuntimeError("HRDA detail windows do not cover the image")
     return canvas / count
 
 

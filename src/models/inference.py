@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["whole_inference", "slide_inference", "slide_windows", "slide_count_map"]
+__all__ = ["whole_inference", "slide_inference", "slide_windows", "slide_count_map", "windows_cover"]
 
 
 class _Predictor(Protocol):
@@ -61,6 +61,26 @@ def slide_windows(
             x1 = max(x2 - w_crop, 0)
             boxes.append((y1, y2, x1, x2))
     return boxes
+
+
+def windows_cover(boxes: list[tuple[int, int, int, int]], height: int, width: int) -> bool:
+    """True if a grid of window boxes (rows x columns, as :func:`slide_windows` makes) covers every pixel.
+
+    Pure Python on the box coordinates, so the guard against a division by zero costs nothing and stays
+    out of traced / exported graphs (``src.export``; a tensor test would be a data-dependent branch there).
+    """
+    rows = sorted({(y1, y2) for y1, y2, _, _ in boxes})
+    cols = sorted({(x1, x2) for _, _, x1, x2 in boxes})
+
+    def covered(intervals: list[tuple[int, int]], n: int) -> bool:
+        end = 0
+        for a, b in intervals:
+            if a > end:
+                return False
+            end = max(end, b)
+        return end >= n
+
+    return covered(rows, height) and covered(cols, width) and len(set(boxes)) == len(rows) * len(cols)
 
 
 def slide_count_map(
@@ -106,14 +126,15 @@ def slide_inference(
         return _resize(out, tuple(crops.shape[-2:]))
 
     if batched:
-        # All windows have the same size (min(crop, image) per axis), so they stack along the batch axis.
-        crops = torch.cat([x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes], dim=0)
-        outs = run(crops).split(b, dim=0)
+        # All windows have the same size (min(crop, image) per axis), so they stack along the batch axis,
+        # window-major; unflattening by the window count keeps the batch size symbolic (ONNX export).
+        crops = torch.stack([x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes]).flatten(0, 1)
+        outs = run(crops).unflatten(0, (len(boxes), -1)).unbind(0)
     else:
         outs = (run(x[:, :, y1:y2, x1:x2]) for y1, y2, x1, x2 in boxes)
+    if not windows_cover(boxes, h, w):  # cannot happen with slide_windows; never divide by zero silently
+        raise RuntimeError("sliding windows do not cover the image")
     for (y1, y2, x1, x2), out in zip(boxes, outs, strict=True):
         logits[:, :, y1:y2, x1:x2] += out.to(logits.dtype)
         count[:, :, y1:y2, x1:x2] += 1
-    if (count == 0).any():  # cannot happen with slide_windows; guard against silent division by zero
-        raise RuntimeError("sliding windows do not cover the image")
     return _resize(logits / count, out_size)

@@ -97,6 +97,9 @@ class UDAModule(pl.LightningModule):
         self.save_hyperparameters({"cfg": cfg})
         self.cfg = cfg
         model_cfg = dict(cfg["model"])
+        model_cfg.pop(
+            "init_from", None
+        )  # weights of a whole trained segmentor: src/uda/init_from.py (src.train)
         if not load_pretrained:
             model_cfg["pretrained"] = None
         elif model_cfg.get("pretrained") == "synthetic" and (cfg.get("paths") or {}).get("data_dir"):

@@ -8,6 +8,9 @@ generation), daformer_mic.md §1.2 steps 1 and 5, §1.4.
   **parameters only**: buffers (BN running statistics, ``num_batches_tracked``) are *not* averaged, as in
   the reference. The update runs at the start of a step, with the student weights of the previous step.
 - The teacher never receives gradients (parameters frozen, prediction under ``no_grad``).
+- ``warm_start`` (set by ``model.init_from`` when it loads a trained teacher, src/uda/init_from.py; ours):
+  no copy at step 0 and no ramp, ``θ_T ← α θ_T + (1 − α) θ_S`` from the first step: the loaded teacher is
+  kept.
 - Pseudo-label forward: Dropout and DropPath modules in eval; BatchNorm in **train** mode by default
   (``bn_mode="train"``, the reference: the teacher normalises with the target batch statistics, which also
   updates the teacher's BN running buffers), or eval with ``bn_mode="eval"``.
@@ -49,6 +52,8 @@ class EMATeacher(nn.Module):
         self.model.requires_grad_(False)
         self.alpha = float(alpha)
         self.bn_mode = bn_mode
+        #: the teacher holds trained weights (model.init_from): EMA at alpha from step 0, no copy, no ramp
+        self.warm_start = False
 
     @staticmethod
     def alpha_at(step: int, alpha: float) -> float:
@@ -67,14 +72,16 @@ class EMATeacher(nn.Module):
 
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> float:
-        """Step 0: copy the student's parameters; else EMA over parameters. Returns the α used."""
+        """Step 0: copy the student's parameters; else EMA over parameters. Returns the α used.
+
+        With ``warm_start``: EMA at ``alpha`` at every step, step 0 included."""
         t, s = self._param_pairs(student)
         s = [p.detach().to(dtype=q.dtype, device=q.device) for p, q in zip(s, t)]
-        if step == 0:
+        if step == 0 and not self.warm_start:
             for q, p in zip(t, s):
                 q.copy_(p)
             return 0.0
-        a = self.alpha_at(step, self.alpha)
+        a = self.alpha if self.warm_start else self.alpha_at(step, self.alpha)
         torch._foreach_mul_(t, a)
         torch._foreach_add_(t, s, alpha=1.0 - a)
         return a

@@ -11,7 +11,8 @@ re-raises everything (full traceback), and so does a multirun, where Hydra's own
 applies.
 
 `check_resume_checkpoint` verifies a `ckpt_path=` given to `src.train` before Lightning loads it: a missing
-file, a file that is not a checkpoint, or a checkpoint of another model / method each give one message
+file, a file that is not a checkpoint, a checkpoint of another model / method, or one without training state
+(an imported checkpoint: `model.init_from=` starts from it) each give one message
 naming what the checkpoint holds and what the run builds (Lightning would print a strict-loading error
 listing hundreds of keys).
 """
@@ -146,6 +147,12 @@ def check_resume_checkpoint(path: str | Path, module: torch.nn.Module) -> None:
     unexpected = sorted(theirs.keys() - ours.keys())
     reshaped = sorted(k for k in ours.keys() & theirs.keys() if ours[k] != theirs[k])
     if not (missing or unexpected or reshaped):
+        if "optimizer_states" not in ckpt:
+            raise ValueError(
+                f"checkpoint {path} holds weights but no training state (optimizer, step: e.g. one written "
+                f"by scripts/import_checkpoint.py), so it cannot be resumed: start a run from its weights "
+                f"with model.init_from={path} instead of ckpt_path"
+            )
         return
     our_cfg = getattr(module, "cfg", None)
     held = _describe(their_cfg) if isinstance(their_cfg, dict) else "an unknown configuration"

@@ -13,7 +13,9 @@ Re-implemented from the reference notes (daformer_mic.md §4.1); timm has no MiT
 Parameter names follow SegFormer's ImageNet checkpoints (``mit_b5.pth``): ``patch_embed{1..4}.proj/.norm``,
 ``block{1..4}.{i}.norm1/.attn.q/.attn.kv/.attn.sr/.attn.norm/.attn.proj/.norm2/.mlp.fc1/.mlp.dwconv.dwconv/
 .mlp.fc2`` and ``norm{1..4}``, so the original weights load by name (its ``head.*`` classifier is dropped by
-:func:`src.models.pretrained.load_backbone_weights`).
+:func:`src.models.pretrained.load_backbone_weights`). The Hugging Face layouts (hub ``nvidia/mit-b*`` files,
+transformers >= 5) are renamed by :meth:`MixVisionTransformer.convert_state_dict`
+(``src/models/backbones/segformer_hf.py``).
 
 Quirk kept from SegFormer: only the block norms and the stage norms use ``eps=1e-6``; the patch-embedding
 LayerNorm and the spatial-reduction LayerNorm of the attention use PyTorch's default ``eps=1e-5``
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import Tensor, nn
 
+from src.models.backbones.segformer_hf import convert_hf_segformer, is_hf_segformer
 from src.models.checkpointing import checkpoint_call, use_checkpoint
 
 __all__ = [
@@ -280,6 +283,13 @@ class MixVisionTransformer(nn.Module):
         blocks = [blk for i in range(4) for blk in getattr(self, f"block{i + 1}")]
         for blk, p in zip(blocks, dpr, strict=True):
             blk.drop_path = DropPath(p) if p > 0.0 else nn.Identity()
+
+    @staticmethod
+    def convert_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Hugging Face SegFormer keys (4.x hub files, transformers >= 5) -> ours; others pass through."""
+        if is_hf_segformer(state_dict):
+            return convert_hf_segformer(state_dict)
+        return dict(state_dict)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing of every block while training (src/models/checkpointing.py)."""
