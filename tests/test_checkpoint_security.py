@@ -52,7 +52,9 @@ def _cfg(*overrides: str) -> dict:
 
 
 def _save(path: Path, cfg: dict, state: dict) -> Path:
-    torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg}}, path)
+    """A checkpoint as Lightning writes it: weights, config and the training state a resume needs."""
+    torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg}, "optimizer_states": [], "global_step": 0},
+               path)  # fmt: skip
     return path
 
 

@@ -53,7 +53,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
     "data.num_workers": (_int_at_least(0), "an integer >= 0 (data loader processes)", False),
     "optim.lr": (lambda v: _is_number(v) and v > 0, "a finite number > 0 (e.g. 6e-5)", False),
     "optim.weight_decay": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0", False),
-    "optim.warmup_steps": (_int_at_least(0), "an integer >= 0 (linear warm-up steps)", False),
+    "optim.warmup_steps": (
+        lambda v: _int_at_least(0)(v) or (isinstance(v, float) and 0.0 <= v <= 1.0),
+        "an integer >= 0 (linear warm-up steps) or a float in [0, 1] (a fraction of trainer.max_steps)",
+        False,
+    ),
     "seed": (_is_int, "an integer", False),
     "eval.crop_size": (_size, "null or [height, width], two integers >= 1 (the sliding window)", True),
     "eval.stride": (_size, "null or [height, width], two integers >= 1 (the sliding window's stride)", True),
