@@ -38,8 +38,9 @@ class DataError(ValueError):
         self.worker_traceback = message if original is not None else None
         super().__init__(original if original is not None else message)
         self.path = None if path is None else str(path)
-        if original is not None and hasattr(self, "add_note"):  # a full traceback shows the worker's
-            self.add_note(message)
+        add_note = getattr(self, "add_note", None)  # Python >= 3.11; 3.10 goes without the note
+        if original is not None and add_note is not None:  # a full traceback shows the worker's
+            add_note(message)
 
 
 class DataReadError(DataError, OSError):
