@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 import src.uda.module as module_mod
+from src.models.losses import weighted_cross_entropy
 from src.train import train
 from src.uda.cdm import ClassDecoupledPseudoLabeler
 from src.uda.feature_distance import feature_distance
-from src.uda.losses import weighted_cross_entropy
 from src.uda.pseudo_label import PseudoLabeler
 from src.uda.teacher import EMATeacher
 

@@ -53,8 +53,8 @@ def _cfg(*overrides: str) -> dict:
 
 def _save(path: Path, cfg: dict, state: dict) -> Path:
     """A checkpoint as Lightning writes it: weights, config and the training state a resume needs."""
-    torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg}, "optimizer_states": [], "global_step": 0},
-               path)  # fmt: skip
+    ckpt = {"state_dict": state, "hyper_parameters": {"cfg": cfg}, "optimizer_states": [], "global_step": 0}
+    torch.save(ckpt, path)
     return path
 
 

@@ -25,7 +25,7 @@ Training forward (one training crop x of H x W, 1024 x 1024 in the paper):
 - **Loss** (``seg_loss``): ``(1 - hr_w - lr_w) * CE(fused, y, w) + hr_w * CE(hr, crop(y), crop(w))
   [+ lr_w * CE((1 - a) * lr, y, w)]`` with ``hr_loss_weight`` 0.1 and ``lr_loss_weight`` 0, i.e.
   0.9 fused + 0.1 detail (the reference scales the fused term by 1 - 0.1, §3); the pixel-weight map is
-  cropped like the label. CE is the caller's ``loss_fn`` (the mmseg reduction of ``src.uda.losses``).
+  cropped like the label. CE is the caller's ``loss_fn`` (the mmseg reduction of ``src.models.losses``).
   MIC's ``mask_lambda`` multiplies the whole HRDA loss here (the reference scales only the fused term when
   it is not 1, §2; it is 1 in every published config).
 
@@ -64,8 +64,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.models.inference import slide_windows, windows_cover
+from src.models.losses import weighted_cross_entropy
 from src.models.segmentor import BlendFn, LossFn, Segmentor
-from src.uda.losses import weighted_cross_entropy
 
 __all__ = [
     "HRDASegmentor",

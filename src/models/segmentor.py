@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.uda.losses import weighted_cross_entropy
+from src.models.losses import weighted_cross_entropy
 
 __all__ = ["Segmentor", "LossFn", "BlendFn"]
 
-#: ``loss_fn(logits, target, weight)`` -> scalar (``src.uda.losses.weighted_cross_entropy``)
+#: ``loss_fn(logits, target, weight)`` -> scalar (``src.models.losses.weighted_cross_entropy``)
 LossFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 #: ``blend(emb_a, emb_b, region)`` -> mixed embedding (``src.uda.mixing.quadmix.feature_mix``)
 BlendFn = Callable[[Tensor, Tensor, Tensor], Tensor]

@@ -56,8 +56,8 @@ from omegaconf import OmegaConf
 from src.data.classes import default_class_names, resolve_class_lists
 from src.metrics.miou import confusion_matrix_metric, resolve_subsets, summarize
 from src.models.inference import slide_inference, whole_inference
+from src.models.losses import weighted_cross_entropy
 from src.optim import PolyWarmup, param_groups
-from src.uda.losses import weighted_cross_entropy
 from src.uda.mixing.quadmix import QuadMix, feature_mix
 from src.utils.cli import RunStopped
 from src.utils.phases import resolve_phases

@@ -26,10 +26,10 @@ from src.models.hrda import (
     hr_slide_logits,
 )
 from src.models.inference import slide_inference, whole_inference
+from src.models.losses import weighted_cross_entropy
 from src.models.segmentor import Segmentor
 from src.optim import param_groups
 from src.uda.feature_distance import ImageNetFeatureDistance
-from src.uda.losses import weighted_cross_entropy
 
 C = 5
 

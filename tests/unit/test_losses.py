@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.uda.losses import weighted_cross_entropy
+from src.models.losses import weighted_cross_entropy
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:

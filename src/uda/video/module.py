@@ -53,8 +53,8 @@ from typing import Any
 import torch
 from hydra.utils import get_class
 
+from src.models.losses import weighted_cross_entropy
 from src.models.temporal_aggregation import ClipLogits, ClipPredictor
-from src.uda.losses import weighted_cross_entropy
 from src.uda.module import UDAModule, _build
 from src.uda.module import load_module as load_image_module
 from src.uda.video.tps import TemporalPseudoSupervision, match_histograms

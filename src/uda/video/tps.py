@@ -53,8 +53,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from src.data.flow import flip_flow, resize_flow, warp
+from src.models.losses import weighted_cross_entropy
 from src.uda.augment import StrongAugment
-from src.uda.losses import weighted_cross_entropy
 
 KEY_CONFIDENCES = ("prob", "logit")
 
