@@ -207,7 +207,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.warning("stopped by SIGTERM at step %d; resume with ckpt_path=last hydra.run.dir=%s",
                         trainer.global_step, out_dir)  # fmt: skip
             raise
-        trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt")
+        # The whole training state (optimizer, loops, callbacks: resumable). Lightning's default (None) means
+        # the same but logs "`weights_only` was not set, defaulting to `False`" on every run.
+        trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt", weights_only=False)
         # Final evaluation of the student (skipped when the last step was just evaluated).
         if module.last_summary is None or trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
             trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -39,7 +39,7 @@ class PreemptionCheckpoint(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole training state: resumable
         self.saved_at_step = trainer.global_step
         rank_zero_info(
             f"SIGTERM: checkpoint of step {trainer.global_step} written to {self.path}; resume with "
