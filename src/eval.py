@@ -18,6 +18,7 @@ import src.utils.config  # noqa: F401
 from src.metrics.miou import format_table, resolve_subsets
 from src.train import write_results
 from src.uda.video.module import load_module  # the module class of the checkpoint's uda.module
+from src.utils import quiet
 from src.utils.cli import readable_errors
 from src.utils.settings import check_settings
 
@@ -55,6 +56,7 @@ def evaluate(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 @readable_errors  # missing / foreign checkpoint -> one line on stderr (src/utils/cli.py)
 def main(cfg: DictConfig) -> float | None:
+    quiet.install()  # known third-party noise, one message at a time (src/utils/quiet.py)
     return evaluate(cfg).get("mIoU")
 
 

@@ -40,6 +40,7 @@ from src.metrics.miou import format_table
 from src.uda.init_from import init_from
 from src.uda.video.best_checkpoint import BestCheckpoint
 from src.uda.video.module import build_module
+from src.utils import quiet
 from src.utils.cli import check_resume_checkpoint, readable_errors
 from src.utils.settings import check_settings, warn_settings
 
@@ -238,6 +239,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @readable_errors  # user errors -> one line on stderr (src/utils/cli.py)
 def main(cfg: DictConfig) -> float | None:
+    quiet.install()  # known third-party noise, one message at a time (src/utils/quiet.py)
     results = train(cfg)
     return results.get("mIoU")
 
