@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks.progress.rich_progress import (
     RichProgressBar,
 )
 from rich.progress import ProgressColumn, Task
+from rich.table import Column
 from rich.text import Text
 
 
@@ -30,7 +31,7 @@ class CountColumn(ProgressColumn):
 
     def __init__(self, style: Any = "") -> None:
         self.style = style
-        super().__init__()
+        super().__init__(table_column=Column(no_wrap=True))
 
     def render(self, task: Task) -> Text:
         total = "--" if task.total is None or task.total == float("inf") else int(task.total)
@@ -53,7 +54,7 @@ class TimeRateColumn(ProgressColumn):
 
     def __init__(self, style: Any = "dim") -> None:
         self.style = style
-        super().__init__()
+        super().__init__(table_column=Column(no_wrap=True))
 
     @staticmethod
     def _clock(seconds: float | None) -> str:
@@ -80,6 +81,7 @@ class StepProgressBar(RichProgressBar):
         return [
             CountColumn(style=self.theme.batch_progress),
             CustomBarColumn(
+                bar_width=None,  # what the text leaves of the line: one line also at 80 columns (a log file)
                 complete_style=self.theme.progress_bar,
                 finished_style=self.theme.progress_bar_finished,
                 pulse_style=self.theme.progress_bar_pulse,
