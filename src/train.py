@@ -41,7 +41,9 @@ from src.uda.init_from import init_from
 from src.uda.video.best_checkpoint import BestCheckpoint
 from src.uda.video.module import build_module
 from src.utils import quiet
+from src.utils.benchmark_table import reference_lines
 from src.utils.cli import check_resume_checkpoint, readable_errors
+from src.utils.config import PROJECT_ROOT
 from src.utils.settings import check_settings, warn_settings
 
 log = logging.getLogger(__name__)
@@ -226,6 +228,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             )
             results = write_results(out_dir / "results.json", summary, cfg, trainer.global_step, extra)
             log.info("results written to %s", out_dir / "results.json")
+            # What adaptation bought: the same setting's rows of the README tables (results/*.csv)
+            ref = {"method": str(cfg.uda.name), "data": str(cfg.data.name), "model": str(cfg.model.name)}
+            for line in reference_lines(PROJECT_ROOT / "results", **ref, steps=trainer.global_step,
+                                        miou=float(summary["mIoU"] or 0.0)):  # fmt: skip
+                print(line)
         return results
     finally:
         job.close()

@@ -58,7 +58,7 @@ from src.data.flow import write_flow
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the scenes of synthetic.py version 3
 _GENERATOR_NAME = "src.data.datasets.synthetic_video"
 SPLITS: tuple[str, ...] = ("source", "target", "val")
 SPLIT_DOMAIN: dict[str, str] = {"source": "source", "target": "target", "val": "target"}
