@@ -337,6 +337,13 @@ def predict_submission(cfg: DictConfig, predictor: Predictor) -> dict[str, Any]:
     server takes them (src/submission.py) under ``<output>/<benchmark>_submission/`` and zipped to
     ``<output>/<benchmark>_submission.zip``, which is read back and checked against the server's rules."""
     sub = cfg.get("submission") or {}
+    invalid_below = sub.get("invalid_below")
+    if invalid_below is not None and not (
+        isinstance(invalid_below, (int, float)) and 0 <= invalid_below <= 1
+    ):
+        raise ValueError(
+            f"submission.invalid_below={invalid_below!r}: a confidence in [0, 1], or null (none)"
+        )
     b, images = find_test_images(cfg.input, str(sub.get("benchmark", "auto")))
     out = Path(cfg.output)
     folder = out / f"{b.name}_submission"
@@ -352,7 +359,7 @@ def predict_submission(cfg: DictConfig, predictor: Predictor) -> dict[str, Any]:
         probs = predictor.logits(image).float().softmax(1)[0]
         p_max, ids = probs.max(0)
         name = write_result(b, folder, f, p_max.cpu().numpy(), ids.to(torch.uint8).cpu().numpy(),
-                            invalid_below=sub.get("invalid_below"))  # fmt: skip
+                            invalid_below=invalid_below)  # fmt: skip
         if name in names:
             raise ValueError(f"{f} and {names[name]} give the same result name {name}: pass one test set")
         names[name], sizes[name] = f, (image.shape[1], image.shape[0])

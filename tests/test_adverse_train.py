@@ -125,6 +125,10 @@ def test_eval_and_benchmark_exports(data_root, tmp_path):
             a = cv2.imdecode(np.frombuffer(z.read(f"labelTrainIds/{result_name(b, images[0])}"), np.uint8),
                              cv2.IMREAD_UNCHANGED)  # fmt: skip
         assert a.dtype == np.uint8 and a.shape == (H, W) and a.max() <= 18  # train ids at the image's size
+    bad = [f"ckpt_path={ckpt}", f"input={data_root / 'dark_zurich'}", "format=submission", "device=cpu",
+           f"output={tmp_path / 'bad'}", "submission.invalid_below=2"]  # fmt: skip
+    with pytest.raises(ValueError, match=r"submission.invalid_below=2: a confidence in \[0, 1\]"):
+        predict(compose_cfg("predict", bad))
 
 
 def test_a_run_without_the_dataset_names_the_path_and_the_command(tmp_path):
