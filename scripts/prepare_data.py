@@ -6,6 +6,12 @@ DAFormer ``tools/convert_datasets/{gta,synthia,cityscapes}.py`` (daformer_mic.md
     python scripts/prepare_data.py synthia $DATA_ROOT/synthia
     python scripts/prepare_data.py cityscapes $DATA_ROOT/cityscapes  [--splits train val]
 
+Adverse-condition targets, read as released (their labels are train ids already: nothing is written but the
+manifest and, for ACDC's labelled train split, the statistics; src/data/datasets/rgb_anon.py):
+
+    python scripts/prepare_data.py acdc $DATA_ROOT/acdc                [--conditions fog night] [--splits ...]
+    python scripts/prepare_data.py dark_zurich $DATA_ROOT/dark_zurich  [--times night] [--splits val test]
+
 Video source clips (video_uda.md §1; src/data/prepare.py ``prepare_video``): labels are mapped on the fly, so
 only the frames and labels are checked and the rare-class statistics of the clips' current frames written:
 
@@ -45,8 +51,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.data.classes import CITYSCAPES_CLASSES  # noqa: E402
-from src.data.datasets import cityscapes, gta5, synthia  # noqa: E402
+from src.data.datasets import acdc, cityscapes, dark_zurich, gta5, synthia  # noqa: E402
 from src.data.datasets.prepared import MANIFEST_FILE, prepare_pair  # noqa: E402
+from src.data.datasets.rgb_anon import LABEL_SUFFIX, check_pair, label_path  # noqa: E402
+from src.data.datasets.rgb_anon import find_images as release_images  # noqa: E402
 from src.data.prepare import VIDEO_DATASETS, prepare_video  # noqa: E402
 from src.data.rare_class_sampling import (  # noqa: E402
     SAMPLES_WITH_CLASS_FILE,
@@ -65,6 +73,11 @@ LABEL_FILES = {  # where the train-id labels go (the readers look there)
 }
 # The split whose statistics rare-class sampling reads (the reference computes Cityscapes' on train only).
 STATS_SPLIT = "train"
+# Releases read in place (ACDC, Dark Zurich): reader class, the selection option and its default.
+RELEASES = {
+    "acdc": (acdc.ACDCDataset, "conditions", list(acdc.CONDITIONS)),
+    "dark_zurich": (dark_zurich.DarkZurichDataset, "times", None),  # None: the time folders present
+}
 
 
 class PrepareError(Exception):
@@ -103,8 +116,125 @@ def find_jobs(dataset: str, root: Path, splits: list[str]) -> dict[str, tuple[li
 
 
 def _layout(dataset: str) -> str:
-    return {"gta5": gta5.GTA5Dataset, "synthia": synthia.SynthiaDataset,
-            "cityscapes": cityscapes.CityscapesDataset}[dataset].layout  # fmt: skip
+    classes = {
+        "gta5": gta5.GTA5Dataset,
+        "synthia": synthia.SynthiaDataset,
+        "cityscapes": cityscapes.CityscapesDataset,
+        "acdc": acdc.ACDCDataset,
+        "dark_zurich": dark_zurich.DarkZurichDataset,
+    }
+    return classes[dataset].layout
+
+
+def release_jobs(
+    dataset: str, root: Path, splits: list[str] | None, selection: list[str] | None
+) -> dict[str, tuple[list, list[str], list]]:
+    """{split: (jobs (name, image, label or None, labelled), orphan labels, groups)} of an ACDC / Dark Zurich
+    root; PrepareError naming the missing folder. Default splits: ACDC's three; Dark Zurich's present ones."""
+    cls, option, default = RELEASES[dataset]
+    if not root.is_dir():
+        raise PrepareError(f"{root} does not exist: point ROOT at the {cls.title} release ({cls.layout})")
+    explicit = splits is not None
+    splits = list(splits or cls.split_names)
+    out = {}
+    for split in splits:
+        chosen = selection
+        if (
+            chosen is None and default is None
+        ):  # Dark Zurich: the time folders present (train), night otherwise
+            base = dark_zurich.split_root(root, split) / "rgb_anon" / split
+            chosen = [t for t in dark_zurich.TIMES if (base / t).is_dir()] if split == "train" else None
+            if split == "train" and not chosen:
+                chosen = ["night"]  # reported missing below
+        try:
+            groups = cls.groups(root, split, chosen if chosen is not None else default)
+        except ValueError as e:
+            raise PrepareError(str(e)) from None
+        missing = [
+            g for g in groups if not g.images.is_dir() or (g.labels is not None and not g.labels.is_dir())
+        ]
+        if missing and not explicit and dataset == "dark_zurich" and len(missing) == len(groups):
+            continue  # an archive not downloaded (e.g. the test set): skipped unless --splits names it
+        if missing:
+            g = missing[0]
+            path = g.images if not g.images.is_dir() else g.labels
+            hint = f"choose what you have with --{option} / --splits" if dataset == "acdc" else "or --splits"
+            raise PrepareError(
+                f"no folder {path} ({g.what}): {root} must hold the release layout ({cls.layout}); {hint}"
+            )
+        jobs, orphans = [], []
+        for g in groups:
+            images = release_images(g)
+            for name, img in images.items():
+                lab = label_path(g, img)
+                jobs.append((name, str(img), None if lab is None else str(lab), g.labels is not None))
+            if g.labels is not None:
+                wanted = {label_path(g, p) for p in images.values()}
+                orphans += [str(p) for p in sorted(g.labels.glob(f"*/*{LABEL_SUFFIX}")) if p not in wanted]
+        if not jobs:
+            raise PrepareError(
+                f"{cls.title} {split}: no *_rgb_anon.png image under {groups[0].images} ({cls.layout})"
+            )
+        out[split] = (jobs, orphans, groups)
+    if not out:
+        raise PrepareError(f"{cls.title}: no split found under {root} ({cls.layout})")
+    return out
+
+
+def prepare_release(
+    dataset: str, root: Path, *, splits: list[str] | None = None, selection: list[str] | None = None,
+    workers: int = 1, progress: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Check every pair of an ACDC / Dark Zurich root; write the manifest (and the labelled train split's
+    statistics). Returns the manifest."""
+    from tqdm import tqdm
+
+    root = Path(root)
+    found = release_jobs(dataset, root, splits, selection)
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "dataset": dataset,
+        "root": str(root),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "label_files": f"as released: *{LABEL_SUFFIX} (nothing written)",
+        "num_classes": NUM_CLASSES,
+        "class_names": list(CITYSCAPES_CLASSES),
+        "splits": {},
+    }
+    for split, (jobs, orphans, groups) in found.items():
+        bar = dict(total=len(jobs), desc=f"{dataset} {split}", unit="img", disable=not progress)
+        if workers > 1 and len(jobs) > 1:
+            with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+                chunk = max(1, min(32, len(jobs) // (workers * 8)))
+                records = list(tqdm(pool.imap(check_pair, jobs, chunksize=chunk), **bar))
+        else:
+            records = [check_pair(j) for j in tqdm(jobs, **bar)]
+        good = [r for r in records if r["status"] == "ok"]
+        skipped = [r for r in records if r["status"] != "ok"]
+        totals = [0] * NUM_CLASSES
+        for r in good:
+            for c, n in r["counts"].items():
+                totals[int(c)] += n
+        labelled = all(g.labels is not None for g in groups)
+        manifest["splits"][split] = {
+            "groups": [g.name for g in groups],
+            "labelled": labelled,
+            "images": len(jobs),
+            "prepared": len(good),
+            "resized": [],
+            "skipped": [{"name": r["name"], "reason": r["status"], "message": r["message"]} for r in skipped],
+            "orphan_labels": [str(Path(o).relative_to(root).as_posix()) for o in orphans],
+            "class_pixels": dict(zip(CITYSCAPES_CLASSES, totals)),
+        }
+        if split == STATS_SPLIT and labelled and good:  # ACDC train: for ACDC as a labelled source
+            labels = {j[0]: Path(j[2]) for j in jobs}
+            stats = [
+                {"file": labels[r["name"]].relative_to(root).as_posix(), "counts": r["counts"]} for r in good
+            ]
+            write_class_stats(root, stats)
+            manifest["stats"] = {"split": split, "files": [STATS_FILE, SAMPLES_WITH_CLASS_FILE]}
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
 
 
 def run_jobs(dataset: str, jobs: list, workers: int, progress: bool, desc: str) -> list[dict[str, Any]]:
@@ -175,8 +305,10 @@ def summary(manifest: dict[str, Any], max_list: int = 10) -> str:
     """The end-of-run report: counts, per-class pixel shares and RCS probabilities, problems."""
     lines = [f"{manifest['dataset']} prepared under {manifest['root']}"]
     for split, s in manifest["splits"].items():
+        groups = f" ({', '.join(s['groups'])})" if s.get("groups") else ""
+        what = "image/label pairs" if s.get("labelled", True) else "unlabelled images"
         lines.append(
-            f"  {split}: {s['prepared']} of {s['images']} image/label pairs prepared, {len(s['resized'])} "
+            f"  {split}{groups}: {s['prepared']} of {s['images']} {what} prepared, {len(s['resized'])} "
             f"label(s) resized, {len(s['skipped'])} pair(s) skipped, {len(s['orphan_labels'])} label(s) "
             f"without image"
         )
@@ -235,23 +367,43 @@ def main_video(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "dataset", choices=sorted(MODULES) + sorted(VIDEO_DATASETS), help="which release ROOT holds"
+        "dataset",
+        choices=sorted([*MODULES, *RELEASES]) + sorted(VIDEO_DATASETS),
+        help="which release ROOT holds",
     )
     ap.add_argument("root", type=Path, help="dataset root, e.g. $DATA_ROOT/gta")
     ap.add_argument(
         "--workers", type=int, default=min(8, os.cpu_count() or 1), help="processes (default: min(8, CPUs))"
     )
-    ap.add_argument("--splits", nargs="+", default=None, help="Cityscapes splits (default: train val)")
+    ap.add_argument(
+        "--splits",
+        nargs="+",
+        default=None,
+        help="cityscapes (default: train val), acdc (train val test), dark_zurich (those present)",
+    )
+    ap.add_argument(
+        "--conditions", nargs="+", default=None, help="acdc: conditions (default: fog night rain snow)"
+    )
+    ap.add_argument(
+        "--times", nargs="+", default=None, help="dark_zurich train: times of day (default: present)"
+    )
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--num-classes", type=int, default=None, help="clip_folder: classes (default 19)")
     args = ap.parse_args(argv)
     if args.dataset in VIDEO_DATASETS:
         return main_video(args)
-    if args.splits and args.dataset != "cityscapes":
-        ap.error("--splits applies to cityscapes only (GTA5 and SYNTHIA have no split)")
+    if args.splits and args.dataset in ("gta5", "synthia"):
+        ap.error("--splits applies to cityscapes, acdc and dark_zurich (GTA5 and SYNTHIA have no split)")
+    if args.conditions and args.dataset != "acdc" or args.times and args.dataset != "dark_zurich":
+        ap.error("--conditions applies to acdc, --times to dark_zurich")
     try:
-        manifest = prepare(args.dataset, args.root, splits=args.splits, workers=args.workers,
-                           progress=not args.no_progress)  # fmt: skip
+        if args.dataset in RELEASES:
+            manifest = prepare_release(args.dataset, args.root, splits=args.splits,
+                                       selection=args.conditions or args.times, workers=args.workers,
+                                       progress=not args.no_progress)  # fmt: skip
+        else:
+            manifest = prepare(args.dataset, args.root, splits=args.splits, workers=args.workers,
+                               progress=not args.no_progress)  # fmt: skip
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -7,7 +7,9 @@ checkpoint and writes, per image or kept video frame `<name>`:
     <output>/overlay/<name>.png     the prediction blended into the image (`alpha`)
     <output>/train_ids/<name>.png   the raw train-id map, uint8 (`save_train_ids`)
 
-and for a video also `<output>/<video stem>_overlay.mp4` (`video.write_video`). Folder inputs keep their
+and for a video also `<output>/<video stem>_overlay.mp4` (`video.write_video`). With ``format=submission`` it
+writes the test predictions as a benchmark server takes them instead, one zip (ACDC, Dark Zurich,
+Cityscapes; :func:`predict_submission`, src/submission.py). Folder inputs keep their
 relative paths (with `recursive=true`, sub-folders too); video frames are named `<stem>_NNNNNN` after the
 frame index.
 
@@ -58,6 +60,7 @@ from src.data.datasets.folder import read_image
 from src.data.flow import DIS_PRESETS, compute_dis_flow
 from src.data.transforms import EvalTransform, normalize_uint8
 from src.models.temporal_aggregation import ClipPredictor
+from src.submission import check_submission, find_test_images, write_result, zip_folder
 from src.uda.module import UDAModule
 from src.uda.video.module import load_module
 from src.utils.cli import readable_errors
@@ -329,11 +332,62 @@ def _image_pairs(
             prev = (f, image)
 
 
+def predict_submission(cfg: DictConfig, predictor: Predictor) -> dict[str, Any]:
+    """``format=submission``: every test image under ``cfg.input`` through the model, written as the benchmark
+    server takes them (src/submission.py) under ``<output>/<benchmark>_submission/`` and zipped to
+    ``<output>/<benchmark>_submission.zip``, which is read back and checked against the server's rules."""
+    sub = cfg.get("submission") or {}
+    invalid_below = sub.get("invalid_below")
+    if invalid_below is not None and not (
+        isinstance(invalid_below, (int, float)) and 0 <= invalid_below <= 1
+    ):
+        raise ValueError(
+            f"submission.invalid_below={invalid_below!r}: a confidence in [0, 1], or null (none)"
+        )
+    b, images = find_test_images(cfg.input, str(sub.get("benchmark", "auto")))
+    out = Path(cfg.output)
+    folder = out / f"{b.name}_submission"
+    for f in b.folders:  # a previous export's files must not end up in this zip
+        for p in (folder / f).glob("*.png"):
+            p.unlink()
+    names: dict[str, Path] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    for f in tqdm(
+        images, desc=f"{b.name} submission", unit="img", disable=not bool(cfg.get("progress", True))
+    ):
+        image = read_image(f)
+        probs = predictor.logits(image).float().softmax(1)[0]
+        p_max, ids = probs.max(0)
+        name = write_result(b, folder, f, p_max.cpu().numpy(), ids.to(torch.uint8).cpu().numpy(),
+                            invalid_below=invalid_below)  # fmt: skip
+        if name in names:
+            raise ValueError(f"{f} and {names[name]} give the same result name {name}: pass one test set")
+        names[name], sizes[name] = f, (image.shape[1], image.shape[0])
+    zip_path = zip_folder(b, folder, out / f"{b.name}_submission.zip")
+    problems = check_submission(b, zip_path, images, sizes)
+    if problems:
+        raise RuntimeError(f"{zip_path} breaks the {b.title} server's rules: " + "; ".join(problems[:5]))
+    note = "" if len(images) == b.test_images else (
+        f" NOTE: {len(images)} test image(s), the full {b.title} test set has {b.test_images}: the server "
+        f"scores a complete set only"
+    )  # fmt: skip
+    print(f"wrote {len(images)} {b.title} test prediction(s) ({b.ids} ids) to {zip_path}; upload it at "
+          f"{b.server}.{note}")  # fmt: skip
+    return {"kind": "submission", "benchmark": b.name, "count": len(images), "output": str(folder),
+            "zip": str(zip_path), "two_frame": predictor.two_frame}  # fmt: skip
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run the prediction of `cfg` (conf/predict.yaml); returns {'kind', 'count', 'output', 'video',
-    'two_frame'}."""
+    'two_frame'} (``format=submission``: see :func:`predict_submission`)."""
     check_settings(cfg)  # eval.crop_size / eval.stride
-    kind, source = resolve_input(cfg.input, recursive=bool(cfg.get("recursive", False)))
+    fmt = str(cfg.get("format", "images"))
+    if fmt not in ("images", "submission"):
+        raise ValueError(f"format={fmt!r}: choose images (colour / overlay / train-id PNGs) or submission")
+    if fmt == "images":
+        kind, source = resolve_input(cfg.input, recursive=bool(cfg.get("recursive", False)))
+    else:
+        find_test_images(cfg.input, str((cfg.get("submission") or {}).get("benchmark", "auto")))  # fail early
     module = load_module(cfg.ckpt_path)
     overrides = OmegaConf.to_container(cfg.eval, resolve=True) if cfg.get("eval") else {}
     scale = cfg.get("scale", "auto")
@@ -343,6 +397,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     predictor = Predictor(module, network=network, eval_overrides=overrides, scale=scale, device=device,
                           flow_preset=flow_cfg.get("preset", "medium"),
                           flow_scale=flow_cfg.get("scale", 1.0))  # fmt: skip
+    if fmt == "submission":
+        return predict_submission(cfg, predictor)
     out_dir = Path(cfg.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     alpha, save_ids = float(cfg.get("alpha", 0.5)), bool(cfg.get("save_train_ids", True))

@@ -160,26 +160,34 @@ HRDA_SYNTHETIC = sorted(p.stem for p in (CONF / "experiment").glob("*_hrda_synth
 
 
 def test_hrda_experiments_exist():
-    want = {f"{m}_hrda_{d}" for m in ("mic", "udass", "omuda") for d in ("gta", "synthia")}
+    want = {
+        f"{m}_hrda_{d}" for m in ("mic", "udass", "omuda") for d in ("gta", "synthia", "acdc", "darkzurich")
+    }
     assert want <= set(HRDA_REAL) and {"mic_hrda_synthetic", "udass_hrda_synthetic"} <= set(HRDA_SYNTHETIC)
 
 
 @pytest.mark.parametrize("experiment", HRDA_REAL)
 def test_hrda_experiments_carry_the_paper_settings(experiment):
     """HRDA/MIC data pipeline and model (§3, §1.5, §1.7, §2): 1024 crops, 512 detail crop at 0.5 context,
-    margins instead of DAFormer's rows, RCS ratio 2.0, MIC/CAM blocks of 64, the 1024/512 sliding test."""
+    margins instead of DAFormer's rows (none on ACDC / Dark Zurich, whose MIC mask mode is 'separate': MIC
+    experiments.py exp 80), RCS ratio 2.0, MIC/CAM blocks of 64, the 1024/512 sliding test."""
     cfg = compose_cfg("train", [f"experiment={experiment}", "paths.output_dir=/tmp/x"])
     h = cfg.model.hrda
     assert cfg.model.name.startswith("hrda_") and h.lr_scale == 0.5 and list(h.hr_crop_size) == [512, 512]
     assert h.crop_coord_divisible == 8 and h.hr_loss_weight == 0.1 and h.hr_slide_inference
     assert list(cfg.data.crop_size) == [1024, 1024]
-    assert list(cfg.data.target_pseudo_margins) == [30, 240, 30, 30]
+    adverse = experiment.endswith(("_acdc", "_darkzurich"))
+    if adverse:
+        assert cfg.data.target_pseudo_margins is None and cfg.data.source_dir.endswith("/cityscapes")
+    else:
+        assert list(cfg.data.target_pseudo_margins) == [30, 240, 30, 30]
     assert cfg.uda.pseudo.ignore_top == 0 and cfg.uda.pseudo.ignore_bottom == 0
     assert cfg.uda.rcs.enabled and cfg.uda.rcs.min_crop_ratio == 2.0 and cfg.uda.fd
     assert cfg.eval.mode == "slide" and list(cfg.eval.crop_size) == [1024, 1024]
     assert list(cfg.eval.stride) == [512, 512] and cfg.trainer.max_steps == 40000
     if cfg.uda.mask:
         assert cfg.uda.mask.masker.block_size == 64
+        assert cfg.uda.mask.mode == ("separate" if adverse else "separatetrgaug")
 
 
 @pytest.mark.parametrize("experiment", HRDA_SYNTHETIC)

@@ -386,16 +386,23 @@ class UDAModule(pl.LightningModule):
 
             if self.mask is not None:  # MIC (random blocks) or OMUDA CAM (context-aware blocks)
                 with stage("mask"):
-                    x_masked, keep = self.mask(x_t, generator=g, pseudo_label=y_t_hat, confidence=p_t)
+                    # MIC's mask_mode: the target batch, or one source + one target image ('separate')
+                    m = self.mask.inputs(x_s, y_s, x_t, y_t_hat, w_t, p_t)
+                    x_masked, keep = self.mask(m.x, generator=g, pseudo_label=m.y, confidence=m.confidence)
                 self.keep_for_panel(x_masked=x_masked)  # image panels: no-op unless requested
                 with stage("mask_fwd_bwd"):
-                    loss_m, f_m = self.seg_loss(x_masked, y_t_hat, w_t, return_feat=True)
+                    loss_m, f_m = self.seg_loss(x_masked, m.y, m.w, return_feat=True)
                     loss_mask = self.mask.weight * loss_m
                     logs["train/loss_mask"] = loss_mask.detach()
                     loss = loss_mask
                     if self.fdm_target:  # OMUDA FDM: masked-image features vs the frozen encoder on clean x_t
-                        x_t_feat = self.student.feature_input(x_t)  # HRDA: the context view
-                        loss_fdm = self.fd.target_loss(f_m, x_t_feat, y_t_hat, w_t, keep, generator=g)
+                        r = m.target_rows  # the target images of the masked batch
+                        f_t = [f[r] for f in f_m] if isinstance(f_m, (list, tuple)) else f_m[r]
+                        n = r.stop - r.start
+                        x_t_feat = self.student.feature_input(x_t[:n])  # HRDA: the context view
+                        loss_fdm = self.fd.target_loss(
+                            f_t, x_t_feat, y_t_hat[:n], w_t[:n], keep[r], generator=g
+                        )
                         logs["train/loss_fdm"] = loss_fdm.detach()
                         loss = loss + loss_fdm
                     self.backward_term(loss, last=True)

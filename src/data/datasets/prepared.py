@@ -91,13 +91,7 @@ class PreparedDataset:
             found = self._find_labels()
             missing = [k for k in names if k not in found]
             if missing:
-                what = "are not prepared" if len(missing) == len(names) else "are only partly prepared"
-                examples = [str(self._expected_label(k, images[k])) for k in missing[:3]]
-                raise FileNotFoundError(
-                    f"{self.title} train-id labels {what}: {len(missing)} of {len(names)} image(s) have no "
-                    f"{self._label_hint()}, e.g. {examples}. "
-                    f"Run `{self.command}`"
-                )
+                raise self._missing_labels(missing, names, images)
             self.items = [(images[k], found[k]) for k in names]
             if require_stats and not (self.root / STATS_FILE).is_file():
                 raise FileNotFoundError(
@@ -124,6 +118,17 @@ class PreparedDataset:
 
     def _label_hint(self) -> str:
         return "prepared train-id label"
+
+    def _missing_labels(
+        self, missing: list[str], names: list[str], images: dict[str, Path]
+    ) -> FileNotFoundError:
+        """The error for images without a label (here: labels the preparation has not written)."""
+        what = "are not prepared" if len(missing) == len(names) else "are only partly prepared"
+        examples = [str(self._expected_label(k, images[k])) for k in missing[:3]]
+        return FileNotFoundError(
+            f"{self.title} train-id labels {what}: {len(missing)} of {len(names)} image(s) have no "
+            f"{self._label_hint()}, e.g. {examples}. Run `{self.command}`"
+        )
 
     def _skipped(self, manifest: dict[str, Any] | None) -> set[str]:
         """Names of the images the preparation skipped (all of them when labelled, unreadable images only

@@ -93,6 +93,11 @@ class VideoUDAModule(UDAModule):
                 f"uda={self.method}: OMUDA FDM's target term (uda/fd=fdm) is an image term the video module "
                 f"does not run; use uda/fd=imnet (the source feature distance) or uda/fd=none"
             )
+        if getattr(self.mask, "uses_source", False):
+            raise ValueError(
+                f"uda.mask.mode={self.mask.mode}: the video module masks the current target pair only; use "
+                f"uda.mask.mode=separatetrgaug (or separatetrg)"
+            )
         if self.pseudo_labeler is not None and not isinstance(self.pseudo_labeler, TemporalPseudoSupervision):
             raise ValueError(
                 f"uda={self.method}: the video module labels targets with TPS: set uda/pseudo=tps "
