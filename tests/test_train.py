@@ -23,7 +23,10 @@ RESULT_KEYS = {"mIoU", "per_class", "subsets", "method", "data", "model", "seed"
     [
         ("source_only_synthetic", {"train/loss_src"}),
         ("oracle_synthetic", {"train/loss_src"}),
-        ("dacs_synthetic", {"train/loss_src", "train/loss_mix", "train/pseudo_weight"}),
+        (
+            "dacs_synthetic",
+            {"train/loss_src", "train/loss_mix", "train/pseudo_weight", "train/pseudo_precision"},
+        ),
         ("daformer_synthetic", {"train/loss_src", "train/loss_fd", "train/loss_mix"}),
         ("mic_synthetic", {"train/loss_src", "train/loss_fd", "train/loss_mix", "train/loss_mask"}),
         (
@@ -34,6 +37,8 @@ RESULT_KEYS = {"mIoU", "per_class", "subsets", "method", "data", "model", "seed"
                 "train/loss_fdm",
                 "train/cam_fg_cells",
                 "train/cdm_keep_rate",
+                "train/fdm_active_cells",
+                "train/pseudo_accuracy",
             },
         ),  # fmt: skip
         ("udass_synthetic", {"train/loss_mix", "train/loss_mask"}),

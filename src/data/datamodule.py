@@ -68,9 +68,11 @@ class UDATrainDataset(Dataset):
         target_pseudo_margins: tuple[int, int, int, int] | None = None,
         num_classes: int | None = None,
         classes_file: str | None = None,
+        target_diagnostic_labels: bool = False,
     ) -> None:
         self.source, self.target = source, target
         self.num_classes, self.classes_file = num_classes, classes_file
+        self.target_diagnostic_labels = bool(target_diagnostic_labels)
         self.source_transform, self.target_transform = source_transform, target_transform
         self.rcs = rcs
         self.seed, self.rank = seed, rank
@@ -110,8 +112,11 @@ class UDATrainDataset(Dataset):
         return self.source_transform(image, label, rng, rcs_class=rcs_class, rcs_min_pixels=rcs_min)
 
     def target_item(self, ti: int, rng: np.random.Generator) -> dict:
-        image, _ = self.target.load(ti)  # target labels are never trained on
-        return self.target_transform(image, None, rng, valid=self.margin_mask(*image.shape[:2]))
+        image, label = self.target.load(ti)  # target labels are never trained on
+        diag = label if self.target_diagnostic_labels else None  # only strategy diagnostics read `diag_gt`
+        return self.target_transform(
+            image, None, rng, valid=self.margin_mask(*image.shape[:2]), diag_label=diag
+        )
 
 
 def check_ids(dataset: Any, i: int, label: np.ndarray | None, num_classes: int | None,
@@ -211,6 +216,7 @@ class UDADataModule(pl.LightningDataModule):
         val_scale: tuple[int, int] | None = None,
         cat_max_ratio: float = 0.75,
         target_pseudo_margins: tuple[int, int, int, int] | None = None,
+        target_diagnostic_labels: bool = False,
         eval_subsets: list[str] | None = None,
         prepare: Callable[[], Any] | None = None,
         rcs: dict | None = None,
@@ -245,6 +251,9 @@ class UDADataModule(pl.LightningDataModule):
         )
         self.val_transform = EvalTransform(scale=_opt_tuple(val_scale), uint8=True)
         self.target_pseudo_margins = _opt_tuple(target_pseudo_margins)
+        # The target's own labels in the training batch as `diag_gt`, read only by the strategy diagnostics
+        # (train/pseudo_precision: how often the kept pseudo-labels are right); never by a loss.
+        self.target_diagnostic_labels = bool(target_diagnostic_labels)
         self.eval_subsets = list(eval_subsets or ["all"])
         self._prepare = prepare
         self.rcs_cfg = dict(rcs or {})
@@ -323,6 +332,7 @@ class UDADataModule(pl.LightningDataModule):
             seed=self.seed,
             rank=rank,
             target_pseudo_margins=self.target_pseudo_margins,
+            target_diagnostic_labels=self.target_diagnostic_labels,
             num_classes=self.num_classes,
             classes_file=self.classes_file,
         )

@@ -194,7 +194,11 @@ class TrainTransform:
         valid: np.ndarray | None = None,
         rcs_class: int | None = None,
         rcs_min_pixels: float = 0.0,
+        diag_label: np.ndarray | None = None,
     ) -> dict[str, torch.Tensor]:
+        """``diag_label``: a label for diagnostics only (the target's, ``data.target_diagnostic_labels``),
+        cropped, resized and flipped with the image as ``diag_gt`` but never used to choose the crop, so the
+        stream of images is the same with and without it."""
         h, w = image.shape[:2]
         masks, pads = [], []
         if label is not None:
@@ -203,11 +207,15 @@ class TrainTransform:
         if valid is not None:
             masks.append(valid)
             pads.append(0)
+        if diag_label is not None:
+            masks.insert(0, diag_label)
+            pads.insert(0, self.ignore_index)
         if self.scale is not None:
             image, masks = _resize(image, masks, rescale_size(w, h, tuple(self.scale)))
         rh, rw = image.shape[:2]  # the image before padding: where a missing `valid` mask is 1
         image, masks = _pad_to(image, masks, tuple(self.crop_size), pads)
-        box = self._choose_box(image.shape[:2], masks[0] if label is not None else None, rng,
+        li = 1 if diag_label is not None else 0  # the training label's index in `masks`
+        box = self._choose_box(image.shape[:2], masks[li] if label is not None else None, rng,
                                rcs_class, rcs_min_pixels)  # fmt: skip
         y0, x0, ch, cw = box
         image = image[y0 : y0 + ch, x0 : x0 + cw]
@@ -224,7 +232,11 @@ class TrainTransform:
             "valid": _as_tensor(masks[-1]),
         }
         if label is not None:
-            out["gt"] = _as_tensor(masks[0]) if self.uint8 else torch.from_numpy(masks[0].astype(np.int64))
+            out["gt"] = _as_tensor(masks[li]) if self.uint8 else torch.from_numpy(masks[li].astype(np.int64))
+        if diag_label is not None:
+            out["diag_gt"] = (
+                _as_tensor(masks[0]) if self.uint8 else torch.from_numpy(masks[0].astype(np.int64))
+            )
         return out
 
     def _choose_box(self, hw, label, rng, rcs_class, rcs_min_pixels):

@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from src.uda.pseudo_label import PseudoLabeler
 
 VARIANTS = ("entropy", "freematch", "cbst")
+BUDGETS = ("free", "remove", "host")
 
 
 def _all_reduce_sum(t: Tensor) -> Tensor:
@@ -113,6 +114,11 @@ class ClassDecoupledPseudoLabeler(nn.Module):
         cbst_end: float = 0.5,
         cbst_ramp_steps: int = 40000,
         first_batch_init: bool = True,
+        stats_after_warmup: bool = False,
+        shrinkage: float = 0.0,
+        reliability: bool = False,
+        budget: str = "free",
+        ramp_steps: int = 0,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -129,6 +135,10 @@ class ClassDecoupledPseudoLabeler(nn.Module):
             raise ValueError("cbst_start / cbst_end must be in [0, 1]")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+        if shrinkage < 0 or ramp_steps < 0:
+            raise ValueError("shrinkage and ramp_steps must be >= 0")
         self.threshold = float(threshold)
         self.kappa = float(kappa)
         self.momentum = float(momentum)
@@ -145,6 +155,11 @@ class ClassDecoupledPseudoLabeler(nn.Module):
         self.cbst_end = float(cbst_end)
         self.cbst_ramp_steps = max(1, int(cbst_ramp_steps))
         self.first_batch_init = bool(first_batch_init)
+        self.stats_after_warmup = bool(stats_after_warmup)
+        self.shrinkage = float(shrinkage)
+        self.reliability = bool(reliability)
+        self.budget = budget
+        self.ramp_steps = int(ramp_steps)
         # DACS's scalar weight for the warm-up (exactly the host's pseudo-labeler).
         self.dacs = PseudoLabeler(threshold=threshold, ignore_top=ignore_top, ignore_bottom=ignore_bottom)
         c = self.num_classes
@@ -158,8 +173,15 @@ class ClassDecoupledPseudoLabeler(nn.Module):
             self.register_buffer("p_class", torch.full((c,), 1.0 / c))
         else:
             self.register_buffer("cbst_threshold", torch.zeros(c))
+        # Buffers of the options, only when on (checkpoints without them keep loading):
+        if variant == "entropy" and self.shrinkage > 0:  # the pooled prior rarely seen classes are shrunk to
+            self.register_buffer("mu_all", torch.zeros(()))
+            self.register_buffer("sigma_all", torch.ones(()))
+        if self.reliability:  # EMA of the mean teacher confidence per pseudo-label class
+            self.register_buffer("conf_mean", torch.zeros(c))
         self.last_keep_rate: Tensor | None = None
         self.last_threshold: Tensor | None = None
+        self.last_weight_mean: Tensor | None = None
 
     # ------------------------------------------------------------------ helpers
     def region(self, shape: tuple[int, int, int], device: torch.device, valid: Tensor | None) -> Tensor:
@@ -223,7 +245,35 @@ class ClassDecoupledPseudoLabeler(nn.Module):
             mu_new, sigma_new = torch.where(first, mean, mu_new), torch.where(first, std, sigma_new)
         self.mu.copy_(torch.where(present, mu_new, self.mu.double()))
         self.sigma.copy_(torch.where(present, sigma_new, self.sigma.double()))
+        n_all = n.sum()
+        if self.shrinkage > 0 and n_all > 0:
+            mean_all = s.sum() / n_all
+            std_all = (q.sum() / n_all - mean_all * mean_all).clamp_min(0).sqrt()
+            if self.first_batch_init and bool((self.count == 0).all()):
+                self.mu_all.copy_(mean_all)
+                self.sigma_all.copy_(std_all)
+            else:
+                self.mu_all.copy_(m * self.mu_all.double() + (1 - m) * mean_all)
+                self.sigma_all.copy_(m * self.sigma_all.double() + (1 - m) * std_all)
         self.count += present.long()
+
+    def _update_confidence(self, p_max: Tensor, y: Tensor, region: Tensor) -> None:
+        """EMA of the mean teacher confidence of each pseudo-label class (the ``reliability`` term)."""
+        c = self.num_classes
+        yr = y[region]
+        stats = torch.stack(
+            [
+                torch.bincount(yr, minlength=c).double(),
+                torch.bincount(yr, weights=p_max[region].double(), minlength=c),
+            ]
+        )
+        _all_reduce_sum(stats)
+        n, s = stats
+        present = n > 0
+        mean = s / n.clamp_min(1)
+        new = self.momentum * self.conf_mean.double() + (1 - self.momentum) * mean
+        new = torch.where(self.conf_mean == 0, mean, new)  # a class's first batch sets it
+        self.conf_mean.copy_(torch.where(present, new, self.conf_mean.double()))
 
     def _update_freematch(self, p: Tensor, p_max: Tensor, y: Tensor, region: Tensor) -> None:
         c = self.num_classes
@@ -269,7 +319,13 @@ class ClassDecoupledPseudoLabeler(nn.Module):
     def class_thresholds(self) -> Tensor:
         """(C,) current per-class thresholds: t_c on u (entropy), tau_c or k_c on p_max."""
         if self.variant == "entropy":
-            return self.mu + self.kappa * self.sigma
+            mu, sigma = self.mu, self.sigma
+            if self.shrinkage > 0:  # a class seen in few batches leans on the pooled statistics
+                n = self.count.to(mu.dtype)
+                k = self.shrinkage
+                mu = (n * mu + k * self.mu_all) / (n + k)
+                sigma = (n * sigma + k * self.sigma_all) / (n + k)
+            return mu + self.kappa * sigma
         if self.variant == "freematch":
             return self.tau * self.p_class / self.p_class.max().clamp_min(1e-12)
         return self.cbst_threshold.clone()
@@ -285,17 +341,23 @@ class ClassDecoupledPseudoLabeler(nn.Module):
         p_max, y = p.max(dim=1)
         region = self.region(tuple(y.shape), y.device, valid)
         t = int(self.num_steps) if step is None else int(step)
+        # The host's weight (DACS's scalar q, same margins): the warm-up's weight, the ramp's start and the
+        # budget CDM redistributes.
+        _, w_host, _ = self.dacs(probs, valid)
+        update = self.training and (t >= self.warmup_steps or not self.stats_after_warmup)
 
         if self.variant == "entropy":
             u = self.entropy(p) if self.uncertainty == "entropy" else 1.0 - p_max
-            if self.training:
+            if update:
                 self._update_entropy(u, y, region)
         else:
             u = 1.0 - p_max
-            if self.training and self.variant == "freematch":
+            if update and self.variant == "freematch":
                 self._update_freematch(p, p_max, y, region)
-            elif self.training:
+            elif update:
                 self._update_cbst(p_max, y, region, t)
+        if update and self.reliability:
+            self._update_confidence(p_max, y, region)
 
         thr = self.class_thresholds()
         if self.variant == "entropy":
@@ -308,17 +370,35 @@ class ClassDecoupledPseudoLabeler(nn.Module):
         if self.soft:
             sig = self.sigma.clamp_min(1e-6)[y]
             w = torch.where(keep, w, torch.exp(-(u - thr[y]) / sig).clamp(0.0, 1.0))
+        if self.reliability and bool((self.conf_mean > 0).any()):  # type: ignore[operator]
+            rel = self.conf_mean / self.conf_mean.max().clamp_min(1e-12)  # (C,) in [0, 1]
+            w = w * rel[y].to(w.dtype)
         w = w * region.float()
+        w = self._apply_budget(w, w_host)
 
-        c = self.num_classes
-        n = torch.bincount(y[region], minlength=c).float()
-        kept = torch.bincount(y[region], weights=w[region], minlength=c).float()
-        self.last_keep_rate = torch.where(n > 0, kept / n.clamp_min(1), torch.full_like(n, float("nan")))
-        self.last_threshold = thr.detach().clone()
         if self.training:
             self.num_steps += 1
-
         if t < self.warmup_steps:
-            _, w_dacs, _ = self.dacs(probs, valid)
-            return y, w_dacs, p_max
-        return y, w, p_max
+            applied = w_host
+        else:
+            r = 1.0 if self.ramp_steps <= 0 else min(1.0, (t - self.warmup_steps + 1) / self.ramp_steps)
+            applied = w if r >= 1.0 else (1.0 - r) * w_host + r * w
+        # Logged: what is applied (during the warm-up, the host's weight), per pseudo-label class.
+        c = self.num_classes
+        n = torch.bincount(y[region], minlength=c).float()
+        kept = torch.bincount(y[region], weights=(applied[region] > 0).float(), minlength=c).float()
+        self.last_keep_rate = torch.where(n > 0, kept / n.clamp_min(1), torch.full_like(n, float("nan")))
+        self.last_weight_mean = applied.mean().detach()
+        self.last_threshold = thr.detach().clone()
+        return y, applied, p_max
+
+    def _apply_budget(self, w: Tensor, w_host: Tensor) -> Tensor:
+        """``free``: CDM's weight as is; ``remove``: the host's weight times CDM's (never above it, pixel by
+        pixel); ``host``: CDM decides which pixels carry the host's total weight (scaled down when it would
+        exceed it; never above 1 a pixel, never more in total than the host)."""
+        if self.budget == "free":
+            return w
+        if self.budget == "remove":
+            return w_host * w
+        total, host = w.sum(), w_host.sum()
+        return w * torch.clamp(host / total.clamp_min(1e-12), max=1.0) if total > 0 else w

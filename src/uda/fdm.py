@@ -77,6 +77,9 @@ class FeatureDistillationMasking(ImageNetFeatureDistance):
         student_channels: int | None = None,
         target: bool = True,
         target_min_ratio: float | None = None,
+        gate: str = "host",
+        gate_threshold: float = 0.968,
+        soft_cells: bool = False,
     ) -> None:
         super().__init__(
             encoder=encoder,
@@ -99,6 +102,12 @@ class FeatureDistillationMasking(ImageNetFeatureDistance):
         self.mgd_drop = float(mgd_drop)
         self.mgd_alpha = float(mgd_alpha)
         self.target = bool(target)
+        if gate not in ("host", "confidence"):
+            raise ValueError(f"gate must be 'host' or 'confidence', got {gate!r}")
+        self.gate = gate
+        self.gate_threshold = float(gate_threshold)
+        self.soft_cells = bool(soft_cells)
+        self.last_active_cells: Tensor | None = None
         # Majority fraction a *target* thing cell needs; None = min_ratio (DAFormer's 0.75). Synthetic runs
         # lower it: at 128 px crops a 32 px cell of the last stage rarely is 75 % one thing class.
         self.target_min_ratio = self.min_ratio if target_min_ratio is None else float(target_min_ratio)
@@ -124,9 +133,15 @@ class FeatureDistillationMasking(ImageNetFeatureDistance):
     # ------------------------------------------------------------------ cell sets
     @torch.no_grad()
     def target_cells(
-        self, pseudo_label: Tensor, weight: Tensor | None, mask: Tensor | None, feat_shape: Sequence[int]
+        self,
+        pseudo_label: Tensor,
+        weight: Tensor | None,
+        mask: Tensor | None,
+        feat_shape: Sequence[int],
+        confidence: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """(thing cells, masked background cells), both (B,h,w) bool, for a feature map (..., h, w)."""
+        """(thing cells, masked background cells) (B,h,w) for a feature map (..., h, w): bool, or with
+        ``soft_cells`` the thing cells as float weights (the passing fraction of the cell's pixels)."""
         y = pseudo_label.squeeze(1) if pseudo_label.dim() == 4 else pseudo_label
         scale = y.shape[-1] // feat_shape[-1]
         y_ds = downscale_label_ratio(
@@ -142,11 +157,23 @@ class FeatureDistillationMasking(ImageNetFeatureDistance):
         else:
             is_thing_class = torch.isin(y_ds, torch.tensor(self.classes, device=y_ds.device))
         thing = is_thing_class
-        if weight is not None:
+        # The gate: the host's pseudo-label weight (gate="host": with DACS's scalar q every cell passes iff
+        # q >= pass_threshold), or FDM's own, the teacher's confidence (gate="confidence": the fraction of
+        # the cell's pixels with p_max >= gate_threshold).
+        if self.gate == "confidence" and confidence is not None:
+            c = confidence.squeeze(1) if confidence.dim() == 4 else confidence
+            w = (c.to(device=y.device) >= self.gate_threshold).float()
+        elif self.gate == "host" and weight is not None:
             w = weight.squeeze(1) if weight.dim() == 4 else weight
             w = w.to(device=y.device, dtype=torch.float32).expand_as(y)
+        else:
+            w = None
+        if w is not None:
             passing = F.avg_pool2d(w.unsqueeze(1), kernel_size=scale, stride=scale).squeeze(1)
-            thing = thing & (passing >= self.pass_threshold)
+            if self.soft_cells:
+                thing = thing.float() * passing
+            else:
+                thing = thing & (passing >= self.pass_threshold)
         if mask is None or self.background_weight <= 0:
             return thing, torch.zeros_like(thing)
         m = mask if mask.dim() == 4 else mask.unsqueeze(1)
@@ -164,6 +191,7 @@ class FeatureDistillationMasking(ImageNetFeatureDistance):
         mask: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        confidence: Tensor | None = None,
     ) -> Tensor:
         """FDM target loss (omuda.md §4.2): masked-image student features vs E0 on the clean image.
 
@@ -178,8 +206,9 @@ class FeatureDistillationMasking(ImageNetFeatureDistance):
             e0 = _last(self.encoder(x_clean)).detach().float()
         if self.mode == "distance" and feat.shape != e0.shape:
             raise ValueError(f"student feature {tuple(feat.shape)} != encoder feature {tuple(e0.shape)}")
-        thing, bg = self.target_cells(pseudo_label, weight, mask, feat.shape)
+        thing, bg = self.target_cells(pseudo_label, weight, mask, feat.shape, confidence)
         omega = thing.float() + self.background_weight * bg.float()  # (B,h,w) cell weights
+        self.last_active_cells = (thing.float() > 0).float().mean().detach()
 
         if self.mode == "distance":
             diff = torch.linalg.vector_norm(feat.float() - e0, ord=2, dim=1)  # (B,h,w)

@@ -58,6 +58,7 @@ from src.metrics.miou import confusion_matrix_metric, resolve_subsets, summarize
 from src.models.inference import slide_inference, whole_inference
 from src.models.losses import weighted_cross_entropy
 from src.optim import PolyWarmup, param_groups
+from src.uda.diagnostics import pseudo_label_quality
 from src.uda.mixing.quadmix import QuadMix, feature_mix
 from src.utils.cli import RunStopped
 from src.utils.phases import resolve_phases
@@ -373,6 +374,8 @@ class UDAModule(pl.LightningModule):
             with stage("pseudo_label"):
                 y_t_hat, w_t, p_t = self.pseudo_labeler(probs_t, valid=batch["target"].get("valid"), step=t)
             logs["train/pseudo_weight"] = w_t.mean().detach()
+            if "diag_gt" in batch["target"]:  # the target's own labels: read by this diagnostic only
+                logs.update(pseudo_label_quality(y_t_hat, w_t, batch["target"]["diag_gt"]))
             self.keep_for_panel(x_t=x_t, y_t_hat=y_t_hat, w_t=w_t)  # image panels: no-op unless requested
 
             if self.mix is not None:  # ClassMix, or QuadMix's two compound samples
@@ -401,7 +404,7 @@ class UDAModule(pl.LightningModule):
                         n = r.stop - r.start
                         x_t_feat = self.student.feature_input(x_t[:n])  # HRDA: the context view
                         loss_fdm = self.fd.target_loss(
-                            f_t, x_t_feat, y_t_hat[:n], w_t[:n], keep[r], generator=g
+                            f_t, x_t_feat, y_t_hat[:n], w_t[:n], keep[r], generator=g, confidence=p_t[:n]
                         )
                         logs["train/loss_fdm"] = loss_fdm.detach()
                         loss = loss + loss_fdm
@@ -482,8 +485,11 @@ class UDAModule(pl.LightningModule):
         if getattr(masker, "last_rho", None) is not None:
             out["train/cam_fg_cells"] = masker.last_rho.float().mean()
         keep = getattr(self.pseudo_labeler, "last_keep_rate", None)
-        if keep is not None and torch.isfinite(keep).any():
+        if keep is not None and torch.isfinite(keep).any():  # of the weight applied (the host's in warm-up)
             out["train/cdm_keep_rate"] = keep.nanmean()
+        active = getattr(self.fd, "last_active_cells", None)
+        if active is not None:
+            out["train/fdm_active_cells"] = active
         return out
 
     # ------------------------------------------------------------------ evaluation
