@@ -25,7 +25,7 @@ RESULT_KEYS = {"mIoU", "per_class", "subsets", "method", "data", "model", "seed"
         ("oracle_synthetic", {"train/loss_src"}),
         (
             "dacs_synthetic",
-            {"train/loss_src", "train/loss_mix", "train/pseudo_weight", "train/pseudo_precision"},
+            {"train/loss_src", "train/loss_mix", "train/pseudo_weight", "train/pseudo_accuracy"},
         ),
         ("daformer_synthetic", {"train/loss_src", "train/loss_fd", "train/loss_mix"}),
         ("mic_synthetic", {"train/loss_src", "train/loss_fd", "train/loss_mix", "train/loss_mask"}),
