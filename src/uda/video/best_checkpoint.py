@@ -7,8 +7,10 @@ reports the best one; "plan to report both last-checkpoint and best-checkpoint n
 :class:`BestCheckpoint` follows every validation of a training run (the periodic ones, which coincide with
 the saved ``step*.ckpt`` checkpoints, and the final one) and keeps the best. The selection metric is the
 protocol's headline number: the first of ``data.eval_subsets`` (VIPER ``15``, SYNTHIA-Seq ``11``, SYNTHIA
-``16``, ``19``), or the mIoU over all classes when there is none. Its state is saved in checkpoints, so a
-resumed run still knows the best of the steps before the resume. src/train.py writes :meth:`results` into
+``16``, ``19``), or the mIoU over all classes when there is none. ``best_mIoU`` is that selection metric
+(e.g. mIoU11 of SYNTHIA-Seq, not the 12-class mean with fence) and ``best_selected_by`` names it; the mean
+over all classes of that validation is ``best_mIoU_all``. Its state is saved in checkpoints, so a resumed run
+still knows the best of the steps before the resume. src/train.py writes :meth:`results` into
 ``results.json`` next to the last checkpoint's numbers.
 """
 
@@ -20,7 +22,8 @@ import pytorch_lightning as pl
 
 
 class BestCheckpoint(pl.Callback):
-    """Tracks the best validation (``best_mIoU``, ``best_step``, ``best_subsets``, ``best_selected_by``)."""
+    """Tracks the best validation (``best_mIoU`` on the selection subset, ``best_selected_by``, ``best_step``,
+    ``best_subsets``, ``best_mIoU_all``)."""
 
     def __init__(self) -> None:
         self.value: float | None = None
@@ -50,10 +53,11 @@ class BestCheckpoint(pl.Callback):
         if self.summary is None:
             return {}
         return {
-            "best_mIoU": self.summary["mIoU"],
+            "best_mIoU": self.value,
+            "best_selected_by": self.metric,
             "best_step": self.step,
             "best_subsets": self.summary["subsets"],
-            "best_selected_by": self.metric,
+            "best_mIoU_all": self.summary["mIoU"],
         }
 
     def state_dict(self) -> dict[str, Any]:
