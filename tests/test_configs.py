@@ -232,7 +232,7 @@ def test_video_data_configs_compose(data):
     assert (
         len(resolve_subsets(subsets, n)[subsets[0]]) == {"19": 19, "all": 19, "15": 15, "11": 11}[subsets[0]]
     )
-    assert d.interval == 1 and d.flow.source == "files" and d.flow.tps_flip_quirk is False
+    assert d.interval == 1 and d.flow.source == "files" and "tps_flip_quirk" not in d.flow
     for split in ("source", "target", "val"):
         get_class(d[split]._target_)  # importable
     assert d.val.get("labels", True) and d.target.labels is False

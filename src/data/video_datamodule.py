@@ -17,7 +17,8 @@ Every frame of a clip goes through the image pipeline's steps and helpers (src/d
 resize, padding, the crop chosen on the current frame's label with the cat-max-ratio / rare-class retries,
 flip, uint8 image tensors normalised on the device) with **one** crop window and **one** flip decision.
 Flows are resized to the resized frames with :func:`resize_flow`, padded with 0, cropped with the frames and
-flipped with :func:`flip_flow` (u negated; ``flow.tps_flip_quirk: true`` keeps u as TPS does, TPS issue #9).
+flipped with :func:`flip_flow` (u negated: a mirrored flow points the other way; no reference flips clips in its
+data pipeline, TPS's un-negated u is a quirk of its weak view only, ``uda.pseudo.flip_quirk``).
 ``flow.source: files`` reads the published ``*_int16_x10.npy`` flows (video_uda.md §2.2); ``dis`` computes
 them in the data workers with OpenCV DIS (video_uda.md §6) on the resized frames, at ``flow.dis_scale`` of
 their size with ``flow.dis_preset``. Only the frames, labels and flows a split needs are read, each once.
@@ -71,7 +72,6 @@ class FlowOptions:
     def __init__(
         self,
         source: str = "files",
-        tps_flip_quirk: bool = False,
         dis_preset: str = "medium",
         dis_scale: float = 1.0,
     ) -> None:
@@ -82,7 +82,6 @@ class FlowOptions:
         if str(dis_preset).lower() not in DIS_PRESETS:
             raise ValueError(f"data.flow.dis_preset must be one of {sorted(DIS_PRESETS)}, got {dis_preset!r}")
         self.source = source
-        self.negate_u = not bool(tps_flip_quirk)
         self.dis_preset = str(dis_preset).lower()
         self.dis_scale = float(dis_scale)
 
@@ -210,7 +209,7 @@ class ClipTrainTransform:
         if rng.random() < base.flip_p:
             frames = {k: cv2.flip(np.ascontiguousarray(f), 1) for k, f in frames.items()}
             labels = {k: cv2.flip(np.ascontiguousarray(lab), 1) for k, lab in labels.items()}
-            flows = {p: flip_flow(f, negate_u=self.flow.negate_u) for p, f in flows.items()}
+            flows = {p: flip_flow(f) for p, f in flows.items()}
             if with_valid:
                 vmask = cv2.flip(np.ascontiguousarray(vmask), 1)
         out: dict[str, torch.Tensor] = {}

@@ -222,8 +222,7 @@ def _texture(h, w, seed=0):
     return np.clip(128 + acc, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("quirk", [False, True])
-def test_flows_are_resized_cropped_and_flipped_with_the_frames(tmp_path, quirk):
+def test_flows_are_resized_cropped_and_flipped_with_the_frames(tmp_path):
     """A translating texture: after resize x0.5, crop and flip, the flow still warps img_prev onto img."""
     h, w, dx, dy = 96, 192, 6.0, -4.0
     prev = _texture(h, w)
@@ -240,18 +239,18 @@ def test_flows_are_resized_cropped_and_flipped_with_the_frames(tmp_path, quirk):
     )
     ds = ClipFolderDataset(root, labels=False)
     clip = ds.load_clip(0, (0, 1), (), ((0, 1),))
-    opts = FlowOptions(tps_flip_quirk=quirk)
+    opts = FlowOptions()
     tf = ClipTrainTransform(crop_size=(40, 64), scale=(96, 48), cat_max_ratio=1.0, flow=opts, uint8=False)
     tf.base.flip_p = 1.0
     out = tf(clip, np.random.default_rng(0), frame_keys={"img": 0, "img_prev": 1}, flow_keys={"flow": (0, 1)})
     assert out["img"].shape == (3, 40, 64) and out["flow"].shape == (2, 40, 64)
     u, v = out["flow"][0].unique(), out["flow"][1].unique()
     assert v.tolist() == [pytest.approx(dy / 2)]  # resized with the frames (96x192 -> 48x96)
-    assert u.tolist() == [
-        pytest.approx(dx / 2 if quirk else -dx / 2)
-    ]  # flipped: u negated (unless the quirk)
+    assert u.tolist() == [pytest.approx(-dx / 2)]  # flipped: u negated
     err = (warp(out["img_prev"][None], out["flow"][None])[0] - out["img"]).abs()[:, 6:-6, 6:-6].mean()
-    assert (err > 0.2) if quirk else (err < 0.08)  # normalised units: the quirk breaks the warp
+    assert err < 0.08  # normalised units
+    with pytest.raises(TypeError):  # the data-level flip quirk is gone (Hydra: unknown key data.flow.*)
+        FlowOptions(tps_flip_quirk=True)
 
 
 # ------------------------------------------------------------------------------------------------------------
