@@ -28,6 +28,7 @@ __all__ = ["PHASE_KEYS", "resolve_phases", "phase_step"]
 PHASE_KEYS: dict[str, str] = {
     "optim.warmup_steps": "the learning-rate warm-up ends",
     "uda.pseudo.warmup_steps": "CDM's warm-up ends (its class-wise weights start)",
+    "uda.pseudo.ramp_steps": "CDM's ramp from the host's weight to its own ends (a duration after the warm-up)",
     "uda.mix.quadmix_start": "QuadMix starts",
     "uda.tps_start": "TPS (and the MMD) start",
     "uda.teacher.switch_step": "the teacher switches from the frozen model to the student",
@@ -75,7 +76,7 @@ def resolve_phases(cfg: dict, *, warn: bool = True) -> dict:
         node, last = _get(out, key)
         if node is None or last not in node or node[last] is None:
             continue
-        if key == "uda.pseudo.warmup_steps" and not node.get("_target_"):
+        if key.startswith("uda.pseudo.") and not node.get("_target_"):
             continue
         step = phase_step(node[last], max_steps, key)
         node[last] = step
