@@ -28,7 +28,7 @@ __all__ = ["PHASE_KEYS", "resolve_phases", "phase_step"]
 PHASE_KEYS: dict[str, str] = {
     "optim.warmup_steps": "the learning-rate warm-up ends",
     "uda.pseudo.warmup_steps": "CDM's warm-up ends (its class-wise weights start)",
-    "uda.pseudo.ramp_steps": "CDM's ramp from the host's weight to its own ends (a duration after the warm-up)",
+    "uda.pseudo.ramp_steps": "CDM's ramp from the host's weight ends (a duration after the warm-up)",
     "uda.mix.quadmix_start": "QuadMix starts",
     "uda.tps_start": "TPS (and the MMD) start",
     "uda.teacher.switch_step": "the teacher switches from the frozen model to the student",
