@@ -15,7 +15,8 @@ for the embedded benchmark and offline experiments, never in place of the real w
 Training: AdamW (lr 1e-3, weight decay 0.05, 5 % linear warm-up then cosine), 600 batches of 64 images of
 64² (about 3.6 min on 2 CPU cores; a 1500-step version measured 2.5-6 mIoU better oracles than training from
 scratch on a dev split, 600 steps is what `make train`'s 10 minutes allow), a throw-away SegFormer-style
-dense head (per stage a 1x1 conv to 64 channels, upsampled to stride 4, summed, GELU, a 1x1 classifier for the 11 shape and 8 texture classes), cross-entropy on both label maps. Seeded:
+dense head (per stage a 1x1 conv to 64 channels, upsampled to stride 4, summed, GELU, a 1x1 classifier for
+the 11 shape and 8 texture classes), cross-entropy on both label maps. Seeded:
 batch ``i`` is :func:`render_batch(seed, i) <src.models.synthetic_weights.pretext.render_batch>` and the
 weights are initialised from ``torch.manual_seed(seed)``, so the same (seed, steps, threads) give the same
 file.
