@@ -78,6 +78,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from src.uda.pseudo_label import PseudoLabeler
+from src.utils.phases import as_step
 
 VARIANTS = ("entropy", "freematch", "cbst")
 BUDGETS = ("free", "remove", "host")
@@ -161,7 +162,7 @@ class ClassDecoupledPseudoLabeler(nn.Module):
         self.momentum = float(momentum)
         self.floor = float(floor)
         self.soft = bool(soft)
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_steps = as_step(warmup_steps, "warmup_steps")
         self.num_classes = int(num_classes)
         self.ignore_top = int(ignore_top)
         self.ignore_bottom = int(ignore_bottom)
@@ -176,7 +177,7 @@ class ClassDecoupledPseudoLabeler(nn.Module):
         self.shrinkage = float(shrinkage)
         self.reliability = bool(reliability)
         self.budget = budget
-        self.ramp_steps = int(ramp_steps)
+        self.ramp_steps = as_step(ramp_steps, "ramp_steps")
         # DACS's scalar weight for the warm-up (exactly the host's pseudo-labeler).
         self.dacs = PseudoLabeler(threshold=threshold, ignore_top=ignore_top, ignore_bottom=ignore_bottom)
         c = self.num_classes

@@ -22,7 +22,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PHASE_KEYS", "resolve_phases", "phase_step"]
+__all__ = ["PHASE_KEYS", "resolve_phases", "phase_step", "as_step"]
 
 #: dotted config key -> what the boundary starts (or ends, for the warm-ups)
 PHASE_KEYS: dict[str, str] = {
@@ -51,6 +51,20 @@ def phase_step(value: Any, max_steps: int, key: str) -> int:
         return int(round(value * max_steps))
     if value < 0:
         raise ValueError(f"{key} must be >= 0, got {value}")
+    return int(value)
+
+
+def as_step(value: Any, name: str) -> int:
+    """A boundary a strategy receives, which must already be a step: an unresolved fraction is an error.
+
+    ``int(0.15)`` would silently start a phase at step 0; a strategy built outside :class:`UDAModule` (which
+    resolves fractions with :func:`resolve_phases`) gets this one-line error instead.
+    """
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(
+            f"{name}={value} is a fraction of trainer.max_steps: resolve it with "
+            f"src.utils.phases.resolve_phases (UDAModule does) or pass a step (int)"
+        )
     return int(value)
 
 
