@@ -30,8 +30,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from src.uda.teacher import _is_dropout
-from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load_weights_file
 from src.utils.phases import as_step
+from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load_weights_file
 
 
 def _pseudo_label_modes(model: nn.Module, bn_mode: str) -> None:
