@@ -47,9 +47,26 @@ Common rules:
   sigma_c; CBST's k_c) directly instead of averaging them into the initial 0 / 1 / 0, which would otherwise
   linger (0.99^100 = 37 % after a 100-step warm-up, as in the short synthetic runs). Classes never seen keep
   the initial values. ``False`` is the plain EMA of the design. FreeMatch keeps its paper's 1/C start.
-- Logging: ``last_keep_rate`` (C,) = mean CDM weight per pseudo-label class over the valid pixels of the
-  last batch (NaN for absent classes; computed during the warm-up too), ``last_threshold`` (C,) the class
-  thresholds used (t_c, tau_c or k_c).
+- Logging: ``last_keep_rate`` (C,) = share of each pseudo-label class's valid pixels whose *applied* weight is
+  above 0 (the host's during the warm-up; NaN for absent classes), ``last_weight_mean`` the applied weight's
+  mean, ``last_threshold`` (C,) the class thresholds (t_c, tau_c or k_c).
+
+Revision after the synthetic ablations (issue 17; the options default to the first design, the config
+``conf/uda/pseudo/cdm.yaml`` turns them on):
+- ``stats_after_warmup``: the statistics are only updated from ``warmup_steps`` on; the random step-0 teacher
+  (mu ~ 1, sigma ~ 0 for most classes) no longer sets thresholds that never move again.
+- ``shrinkage`` k: the entropy thresholds use (n_c mu_c + k mu_all) / (n_c + k) (sigma likewise), n_c the
+  class's number of updates, mu_all / sigma_all the statistics pooled over all classes: a class seen in few
+  batches leans on the pooled prior instead of on one noisy batch.
+- ``reliability``: the weight is multiplied by rho_c = pbar_c / max_k pbar_k, pbar_c the EMA (``momentum``) of
+  the teacher's mean confidence on pixels it labels c: the within-class rule ranks pixels, rho_c says how
+  much a class is worth, so a class the teacher is mostly unsure of is not kept at full weight.
+- ``budget``: ``free`` (the first design: CDM's 0/1 weight, which *added* weight: ~0.9 of the pixels at 1
+  where DACS's q was 0.3), ``remove`` (w = q x w_CDM, pixel by pixel never above the host), ``host``
+  (w = w_CDM x min(1, sum q / sum w_CDM): CDM decides which pixels carry the host's total weight, never more
+  in total and never above 1 a pixel).
+- ``ramp_steps``: after the warm-up the applied weight goes linearly from the host's to CDM's over this many
+  steps (``conf``: a fraction of the run, src/utils/phases.py).
 """
 
 from __future__ import annotations
@@ -61,6 +78,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from src.uda.pseudo_label import PseudoLabeler
+from src.utils.phases import as_step
 
 VARIANTS = ("entropy", "freematch", "cbst")
 BUDGETS = ("free", "remove", "host")
@@ -144,7 +162,7 @@ class ClassDecoupledPseudoLabeler(nn.Module):
         self.momentum = float(momentum)
         self.floor = float(floor)
         self.soft = bool(soft)
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_steps = as_step(warmup_steps, "warmup_steps")
         self.num_classes = int(num_classes)
         self.ignore_top = int(ignore_top)
         self.ignore_bottom = int(ignore_bottom)
@@ -159,7 +177,7 @@ class ClassDecoupledPseudoLabeler(nn.Module):
         self.shrinkage = float(shrinkage)
         self.reliability = bool(reliability)
         self.budget = budget
-        self.ramp_steps = int(ramp_steps)
+        self.ramp_steps = as_step(ramp_steps, "ramp_steps")
         # DACS's scalar weight for the warm-up (exactly the host's pseudo-labeler).
         self.dacs = PseudoLabeler(threshold=threshold, ignore_top=ignore_top, ignore_bottom=ignore_bottom)
         c = self.num_classes

@@ -22,12 +22,13 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PHASE_KEYS", "resolve_phases", "phase_step"]
+__all__ = ["PHASE_KEYS", "resolve_phases", "phase_step", "as_step"]
 
 #: dotted config key -> what the boundary starts (or ends, for the warm-ups)
 PHASE_KEYS: dict[str, str] = {
     "optim.warmup_steps": "the learning-rate warm-up ends",
     "uda.pseudo.warmup_steps": "CDM's warm-up ends (its class-wise weights start)",
+    "uda.pseudo.ramp_steps": "CDM's ramp from the host's weight ends (a duration after the warm-up)",
     "uda.mix.quadmix_start": "QuadMix starts",
     "uda.tps_start": "TPS (and the MMD) start",
     "uda.teacher.switch_step": "the teacher switches from the frozen model to the student",
@@ -53,6 +54,20 @@ def phase_step(value: Any, max_steps: int, key: str) -> int:
     return int(value)
 
 
+def as_step(value: Any, name: str) -> int:
+    """A boundary a strategy receives, which must already be a step: an unresolved fraction is an error.
+
+    ``int(0.15)`` would silently start a phase at step 0; a strategy built outside :class:`UDAModule` (which
+    resolves fractions with :func:`resolve_phases`) gets this one-line error instead.
+    """
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(
+            f"{name}={value} is a fraction of trainer.max_steps: resolve it with "
+            f"src.utils.phases.resolve_phases (UDAModule does) or pass a step (int)"
+        )
+    return int(value)
+
+
 def _get(cfg: dict, dotted: str) -> tuple[dict | None, str]:
     *path, last = dotted.split(".")
     node: Any = cfg
@@ -75,7 +90,7 @@ def resolve_phases(cfg: dict, *, warn: bool = True) -> dict:
         node, last = _get(out, key)
         if node is None or last not in node or node[last] is None:
             continue
-        if key == "uda.pseudo.warmup_steps" and not node.get("_target_"):
+        if key.startswith("uda.pseudo.") and not node.get("_target_"):
             continue
         step = phase_step(node[last], max_steps, key)
         node[last] = step

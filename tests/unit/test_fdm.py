@@ -178,3 +178,33 @@ def test_target_min_ratio_admits_mixed_cells_on_the_target_only() -> None:
     assert lowered.min_ratio == 0.75  # the source term keeps DAFormer's rule
     with pytest.raises(ValueError, match="target_min_ratio"):
         FeatureDistillationMasking(encoder=FixedEncoder(torch.zeros(1, 2, 2, 3)), target_min_ratio=0.0)
+
+
+def test_own_confidence_gate_and_soft_cells() -> None:
+    """Issue 17: FDM's target term is gated by the teacher's confidence, not by the host's scalar q (which
+    below 0.5 switched it off for good), and a cell may weigh the share of its pixels that pass."""
+    s = _student()
+    y = _label(1)
+    q = torch.full((1, 8, 12), 0.3)  # DACS's scalar weight of a short run
+    conf = torch.full((1, 8, 12), 0.95)
+    conf[0, :4, :2] = 0.5  # half of the car cell below the gate
+    host = FeatureDistillationMasking(encoder=FixedEncoder(torch.zeros(1, 2, 2, 3)))
+    assert not host.target_cells(y, q, None, s.shape, conf)[0].any()  # gate=host: q < 0.5, nothing passes
+    own = FeatureDistillationMasking(encoder=FixedEncoder(torch.zeros(1, 2, 2, 3)), gate="confidence",
+                                     gate_threshold=0.8)  # fmt: skip
+    assert own.target_cells(y, q, None, s.shape, conf)[0].tolist() == [
+        [[True, False, False], [False, False, True]]
+    ]
+    conf[0, 4, 8:12] = 0.5
+    conf[0, 5, 8:12] = 0.5
+    conf[0, 6, 8] = 0.5  # person cell: 7 of 16 pass
+    soft = FeatureDistillationMasking(encoder=FixedEncoder(torch.zeros(1, 2, 2, 3)), gate="confidence",
+                                      gate_threshold=0.8, soft_cells=True)  # fmt: skip
+    cells = soft.target_cells(y, q, None, s.shape, conf)[0]
+    torch.testing.assert_close(cells, torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.0, 7 / 16]]]))
+    assert not own.target_cells(y, q, None, s.shape, conf)[0][0, 1, 2]  # hard: 7/16 < 0.5 fails
+    loss = soft.target_loss([s], torch.zeros(1, 3, 8, 12), y, q, None, confidence=conf)
+    torch.testing.assert_close(loss, torch.tensor(0.005 * (0.5 * 5 + 7 / 16 * 1) / (0.5 + 7 / 16)))
+    assert soft.last_active_cells == pytest.approx(2 / 6)
+    with pytest.raises(ValueError, match="gate"):
+        FeatureDistillationMasking(encoder=FixedEncoder(torch.zeros(1, 2, 2, 3)), gate="q")

@@ -16,6 +16,7 @@ from torch import nn
 from src.uda.augment import StrongAugment
 from src.uda.mixing.classmix import ClassMix, MixOutput
 from src.uda.mixing.quadmix import FeaturePartner, QuadMix, feature_mix
+from src.utils.phases import resolve_phases
 
 H = W = 8
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -345,15 +346,18 @@ def test_feature_partner_region_and_rare_paste_keeps_weights() -> None:
 def test_configs_compose_and_build() -> None:
     cfg = compose_cfg(["experiment=udass_synthetic", "paths.data_dir=/nonexistent"])
     assert cfg.uda.name == "udass" and cfg.uda.mask is not None and cfg.uda.fd is not None
-    uda = OmegaConf.to_container(cfg.uda, resolve=True)
+    run = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("trainer", "uda")}
+    uda = resolve_phases(run)["uda"]  # fractions of the run to steps, as UDAModule does
     qm = instantiate(OmegaConf.create(uda["mix"]))  # the paster reads its index lazily: no data needed here
-    assert isinstance(qm, QuadMix) and qm.quadmix_start == 250 and qm.sample_weight == 0.5
+    assert isinstance(qm, QuadMix) and qm.quadmix_start == 150 and qm.sample_weight == 0.5
     assert qm.classmix.class_choice == "batch" and qm.classmix.augment is qm.augment
+    with pytest.raises(ValueError, match="quadmix_start=0.15 is a fraction"):  # never int(0.15) == 0
+        QuadMix(quadmix_start=0.15)
     assert str(qm.rare_paster.root) == "/nonexistent/synthetic/source" and qm.rare_paster.min_pixels == 10
     host = compose_cfg(["experiment=dacs_synthetic", "uda/mix=quadmix"])
     assert host.uda.name == "dacs" and host.uda.mix._target_.endswith("QuadMix")
     both = compose_cfg(["experiment=omuda_udass_synthetic"])  # OMUDA host + QuadMix
-    assert both.uda.name == "omuda_udass" and both.uda.mix.quadmix_start == 500
+    assert both.uda.name == "omuda_udass" and both.uda.mix.quadmix_start == 0.15
     assert both.uda.pseudo._target_.endswith("ClassDecoupledPseudoLabeler")
     gta = compose_cfg(["experiment=udass_gta_dlv2", "paths.data_dir=/d"])
     paster = OmegaConf.to_container(gta.uda.mix.rare_paster, resolve=True)

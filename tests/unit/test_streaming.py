@@ -50,7 +50,9 @@ def _same_items(a: dict, b: dict) -> bool:
 
 
 def test_packed_splits_hold_the_original_files(packed, data_dir):
-    for split, labels in (("source", True), ("target", False), ("val", True)):
+    # the synthetic target keeps its labels for the pseudo-label diagnostics (data.target_diagnostic_labels,
+    # `diag_gt`, never a loss), so the packed target holds them too
+    for split, labels in (("source", True), ("target", True), ("val", True)):
         files = FolderDataset(data_dir / "synthetic" / split, labels=labels)
         s = StreamingSplit(packed / split)
         meta = json.loads((packed / split / PACK_FILE).read_text())

@@ -98,11 +98,12 @@ def test_every_class_appears_in_200_source_images(source_counts) -> None:
     counts, present = source_counts
     missing = [CITYSCAPES_CLASSES[c] for c in range(19) if counts[c] == 0]
     assert not missing, f"classes never drawn: {missing}"
-    # stuff classes are everywhere, the rarest things in a few percent of the images
+    # stuff classes are everywhere, the rarest things in a minority of the images (generator version 3
+    # draws them about twice as often as version 2 did: 10 to 60 of 200 images; GTA5's rider is in ~20 %)
     for c in (ROAD, BUILDING, SKY, VEG, 1, 5, 7):
         assert present[c] >= 190, CITYSCAPES_CLASSES[c]
     for c in (TRAIN, RIDER, MOTORCYCLE, BICYCLE):
-        assert 3 <= present[c] <= 40, CITYSCAPES_CLASSES[c]
+        assert 3 <= present[c] <= 80, CITYSCAPES_CLASSES[c]
 
 
 def test_thing_classes_are_long_tailed(source_counts) -> None:

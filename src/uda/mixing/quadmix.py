@@ -71,6 +71,7 @@ from torch import Tensor, nn
 from src.uda.augment import StrongAugment
 from src.uda.mixing.classmix import ClassMix, MixOutput
 from src.uda.mixing.rare_class_paste import RareClassPaster
+from src.utils.phases import as_step
 
 MEMORY_KEYS = ("x_s", "y_s", "x_t", "y_t", "c90", "w_t")
 DISJOINT_MODES = ("intended", "reference")
@@ -189,7 +190,7 @@ class QuadMix(nn.Module):
             raise ValueError("num_source_classes / num_target_classes must be >= 0")
         if not 0.0 <= feature_mix_alpha <= 1.0:
             raise ValueError(f"feature_mix_alpha must be in [0, 1], got {feature_mix_alpha}")
-        self.quadmix_start = int(quadmix_start)
+        self.quadmix_start = as_step(quadmix_start, "quadmix_start")
         self.num_source_classes = int(num_source_classes)
         self.num_target_classes = int(num_target_classes)
         self.confidence_threshold = float(confidence_threshold)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from src.uda.teacher import _is_dropout
+from src.utils.phases import as_step
 from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load_weights_file
 
 
@@ -96,7 +97,7 @@ class SwitchTeacher(nn.Module):
             raise ValueError(f"switch_step must be >= 0, got {switch_step}")
         self.model = copy.deepcopy(student)
         self.model.requires_grad_(False)
-        self.switch_step = int(switch_step)
+        self.switch_step = as_step(switch_step, "switch_step")
         self.checkpoint = checkpoint
         self.bn_mode = bn_mode
         self._student: list[nn.Module] = [student]  # a plain reference: not a submodule, not in state_dict
