@@ -6,6 +6,11 @@ dilations (6, 12), §4.3). ``hrda_<name>`` wraps any of them in the HRDA multi-r
 (``src.models.hrda``, daformer_mic.md §3), e.g. ``hrda_daformer_mitb5`` (HRDA / MIC(HRDA) / UDASS ViT) and
 ``hrda_deeplabv2_r101`` (HRDA with the DeepLabV2 head, UDASS CNN); its settings come in ``hrda``.
 
+DeepLabV2 options (both default to the DAFormer / mmseg model): ``resnet_style="caffe"`` builds the
+DeepLab-v2 ResNet of ADVENT / DA-VSN / TPS (``src.models.backbones.resnet``: 7×7 stem, stride on the 1×1 conv,
+full dilations, ceil-mode pool; the TPS checkpoints' architecture) and ``head_dilations`` the ASPP dilations
+((6, 12) "dlv2red"; TPS's classifiers sum all four of (6, 12, 18, 24), video_uda.md §2.3).
+
 ``checkpoint_encoder=True`` turns on activation checkpointing per MiT block / ResNet stage in training
 (``src.models.checkpointing``): less memory for about one extra encoder forward, the same gradients.
 
@@ -72,6 +77,7 @@ def create_backbone(
     pretrained: str | None = None,
     drop_path_rate: float | None = None,
     pretrained_dir: str | None = None,
+    resnet_style: str | None = None,
 ) -> nn.Module:
     """Backbone only (e.g. the frozen ImageNet encoder of the feature distance, daformer_mic.md §1.6).
 
@@ -80,6 +86,8 @@ def create_backbone(
     ``$DATA_ROOT/pretrained``; the UDA module passes ``${paths.data_dir}/pretrained``).
     """
     bb_name = _backbone_name(name)
+    if resnet_style not in (None, "pytorch") and bb_name in _MIT:
+        raise ValueError(f"model.resnet_style applies to ResNet (DeepLabV2) models only, not to '{name}'")
     if bb_name in _MIT:
         if pretrained == "timm":
             raise ValueError(
@@ -95,6 +103,7 @@ def create_backbone(
             output_stride=8,
             pretrained=pretrained == "timm",
             drop_path_rate=0.0 if drop_path_rate is None else drop_path_rate,
+            style=resnet_style or "pytorch",
         )
     if pretrained == "synthetic":
         if bb_name not in _MIT:
@@ -119,6 +128,8 @@ def create_segmentor(
     checkpoint_encoder: bool = False,
     hrda: dict | None = None,
     pretrained_dir: str | None = None,
+    resnet_style: str | None = None,
+    head_dilations: tuple[int, ...] | list[int] | None = None,
 ) -> Segmentor:
     """Build a segmentor by name.
 
@@ -134,6 +145,9 @@ def create_segmentor(
         checkpoint_encoder: activation checkpointing per MiT block / ResNet stage while training.
         hrda: keyword arguments of :class:`src.models.hrda.HRDASegmentor` (``lr_scale``, ``hr_crop_size``,
             ...) for an ``hrda_*`` name; None = its defaults (the paper's). Not accepted for other names.
+        resnet_style: ``"pytorch"`` (default) or ``"caffe"`` (the TPS / ADVENT DeepLab ResNet); DeepLabV2
+            only.
+        head_dilations: ASPP dilations of the DeepLabV2 head (default (6, 12)); DeepLabV2 only.
     """
     if name not in SEGMENTOR_NAMES + HRDA_SEGMENTOR_NAMES:
         raise ValueError(
@@ -147,8 +161,10 @@ def create_segmentor(
             f"(or drop model.hrda)"
         )
     bb_name, head_kind = _SEGMENTORS[name.removeprefix(HRDA_PREFIX)]
+    if head_dilations is not None and head_kind != "deeplabv2":
+        raise ValueError(f"model.head_dilations applies to DeepLabV2 heads only, not to '{name}'")
     backbone = create_backbone(name=bb_name, pretrained=pretrained, drop_path_rate=drop_path_rate,
-                               pretrained_dir=pretrained_dir)  # fmt: skip
+                               pretrained_dir=pretrained_dir, resnet_style=resnet_style)  # fmt: skip
     if checkpoint_encoder:
         backbone.set_grad_checkpointing(True)  # type: ignore[operator]
     out_channels: list[int] = list(backbone.out_channels)  # type: ignore[arg-type]
@@ -159,7 +175,8 @@ def create_segmentor(
     else:
         if head_channels is not None:
             raise ValueError(f"head_channels applies to DAFormer heads only, not to '{name}'")
-        head = DeepLabV2Head(in_channels=out_channels[-1], num_classes=num_classes)
+        kw = {} if head_dilations is None else {"dilations": tuple(int(d) for d in head_dilations)}
+        head = DeepLabV2Head(in_channels=out_channels[-1], num_classes=num_classes, **kw)
     if not is_hrda:
         return Segmentor(backbone=backbone, head=head, num_classes=num_classes)
     return _wrap_hrda(backbone, head, head_kind, num_classes, dict(hrda or {}))

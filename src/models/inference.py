@@ -25,15 +25,18 @@ class _Predictor(Protocol):
     def predict(self, x: Tensor) -> Tensor: ...
 
 
-def _resize(logits: Tensor, size: tuple[int, int] | None) -> Tensor:
+def _resize(logits: Tensor, size: tuple[int, int] | None, align_corners: bool = False) -> Tensor:
     if size is None or tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
-def whole_inference(model: _Predictor, x: Tensor, *, out_size: tuple[int, int] | None = None) -> Tensor:
-    """``model.predict(x)`` (logits at x's size), then bilinear resize to ``out_size`` if given."""
-    return _resize(model.predict(x), out_size)
+def whole_inference(
+    model: _Predictor, x: Tensor, *, out_size: tuple[int, int] | None = None, align_corners: bool = False
+) -> Tensor:
+    """``model.predict(x)`` (logits at x's size), then bilinear resize to ``out_size`` if given
+    (``align_corners``: False, mmseg's; True, the video references' ADVENT evaluation)."""
+    return _resize(model.predict(x), out_size, align_corners)
 
 
 def slide_windows(
@@ -102,6 +105,7 @@ def slide_inference(
     stride: tuple[int, int],
     batched: bool = True,
     out_size: tuple[int, int] | None = None,
+    align_corners: bool = False,
 ) -> Tensor:
     """Sliding-window logits: sum of window logits divided by the per-pixel window count.
 
@@ -113,6 +117,7 @@ def slide_inference(
         batched: run all windows of the batch in one forward (HRDA ``batched_slide``); False runs one window
             at a time (less memory, same result).
         out_size: optional final bilinear resize.
+        align_corners: of the bilinear resizes (window logits to the window, the final resize).
     """
     b, _, h, w = x.shape
     boxes = slide_windows(h, w, crop_size=crop_size, stride=stride)
@@ -123,7 +128,7 @@ def slide_inference(
         out = model.predict(crops)
         if out.shape[1] != num_classes:
             raise ValueError(f"model returned {out.shape[1]} channels, expected num_classes={num_classes}")
-        return _resize(out, tuple(crops.shape[-2:]))
+        return _resize(out, tuple(crops.shape[-2:]), align_corners)
 
     if batched:
         # All windows have the same size (min(crop, image) per axis), so they stack along the batch axis,
@@ -137,4 +142,4 @@ def slide_inference(
     for (y1, y2, x1, x2), out in zip(boxes, outs, strict=True):
         logits[:, :, y1:y2, x1:x2] += out.to(logits.dtype)
         count[:, :, y1:y2, x1:x2] += 1
-    return _resize(logits / count, out_size)
+    return _resize(logits / count, out_size, align_corners)

@@ -21,8 +21,9 @@ resolution (the flow is resized to it and its components scaled, video_uda.md §
 ``fusio`` (udass.md §2.5a, used for the QuadMix mixed clips): all maps are first upsampled to the input
 resolution, warped there, and inside the pasted long-tail mask M (objects pasted identically into both
 frames: static copies, so the flow there is meaningless) the warped key-frame map is replaced by the
-current-frame map: ``z = SF([z_t, ẑ_k·(1−M) + z_t·M])``. Upsampling is bilinear with
-``align_corners=False`` like ``Segmentor.predict``.
+current-frame map: ``z = SF([z_t, ẑ_k·(1−M) + z_t·M])``. Upsampling is bilinear, with ``align_corners=False``
+like ``Segmentor.predict`` unless the caller passes ``align_corners=True`` (the video references' ADVENT
+``nn.Upsample``; the video module's ``uda.align_corners``).
 
 The same fused output is used at training and at test time (video_uda.md §2.3: "val also needs the t→t−1
 flow and frame t−1"). The reference's main CNN classifier is a "proda" head started at random over a TPS
@@ -128,12 +129,14 @@ class TemporalSegmentor(Segmentor):
         *,
         fusio_mask: Tensor | None = None,
         return_feat: bool = False,
+        align_corners: bool = False,
     ) -> ClipLogits:
         """Two-frame forward: x, x_prev (B,3,H,W), backward flow t→t−1 (B,2,H',W') at any resolution.
 
         ``fusio_mask`` (B,1,H,W) or (B,H,W), {0,1} at the input resolution: fusio mode (see the module
         docstring); the outputs are then at the input resolution, else at the head's. ``return_feat``: also
         return the current frame's backbone features (the ImageNet feature distance trains on them).
+        ``align_corners``: of the fusio upsampling.
         """
         if x.shape != x_prev.shape:
             raise ValueError(f"forward_clip: frame t {tuple(x.shape)} and t-1 {tuple(x_prev.shape)} differ")
@@ -151,10 +154,10 @@ class TemporalSegmentor(Segmentor):
             m = fusio_mask.unsqueeze(1) if fusio_mask.dim() == 3 else fusio_mask
             if tuple(m.shape[-2:]) != tuple(x.shape[-2:]):
                 raise ValueError(f"fusio_mask is {tuple(m.shape[-2:])}, the frames {tuple(x.shape[-2:])}")
-        current, warped = self._warp_previous(current, previous, flow, m)
+        current, warped = self._warp_previous(current, previous, flow, m, align_corners)
         aux = None
         if current_aux is not None:
-            aux = self.fuse(*self._warp_previous(current_aux, previous_aux, flow, m))
+            aux = self.fuse(*self._warp_previous(current_aux, previous_aux, flow, m, align_corners))
         return ClipLogits(fused=self.fuse(current, warped), current=current, previous=warped, aux=aux,
                           feats=feats if return_feat else None)  # fmt: skip
 
@@ -165,22 +168,26 @@ class TemporalSegmentor(Segmentor):
 
     @staticmethod
     def _warp_previous(
-        current: Tensor, previous: Tensor, flow: Tensor, m: Tensor | None
+        current: Tensor, previous: Tensor, flow: Tensor, m: Tensor | None, align_corners: bool = False
     ) -> tuple[Tensor, Tensor]:
         """(current, warped previous) at the head's resolution, or in fusio mode (mask m) at m's."""
         if m is None:
             return current, warp(previous, flow)
         size = m.shape[-2:]
-        current = F.interpolate(current, size=size, mode="bilinear", align_corners=False)
-        previous = F.interpolate(previous, size=size, mode="bilinear", align_corners=False)
+        current = F.interpolate(current, size=size, mode="bilinear", align_corners=align_corners)
+        previous = F.interpolate(previous, size=size, mode="bilinear", align_corners=align_corners)
         m = m.to(device=current.device, dtype=current.dtype)
         return current, warp(previous, flow).to(current.dtype) * (1.0 - m) + current * m
 
-    def predict_clip(self, x: Tensor, x_prev: Tensor, flow: Tensor) -> Tensor:
-        """Fused logits bilinearly upsampled to the input's H, W (align_corners=False), like ``predict``."""
+    def predict_clip(
+        self, x: Tensor, x_prev: Tensor, flow: Tensor, *, size=None, align_corners: bool = False
+    ) -> Tensor:
+        """Fused logits bilinearly upsampled to ``size`` (default the input's H, W), ``align_corners=False``
+        like ``predict`` (``True``: the video references' evaluation, udass.md §2.8)."""
         logits = self.forward_clip(x, x_prev, flow).fused
-        if logits.shape[-2:] != x.shape[-2:]:
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        size = tuple(x.shape[-2:]) if size is None else tuple(int(s) for s in size)
+        if tuple(logits.shape[-2:]) != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
         return logits
 
 
@@ -189,11 +196,14 @@ class ClipPredictor:
 
     Lets the whole / sliding-window inference of ``src.models.inference`` run two-frame models unchanged:
     a window crops both frames and the flow together (flows are in pixels, a crop keeps them valid;
-    samples outside a window are border-clamped, as at the image border).
+    samples outside a window are border-clamped, as at the image border). ``align_corners``: of the upsampling
+    of the fused logits (:meth:`TemporalSegmentor.predict_clip`); :meth:`predict_at` upsamples once, straight
+    to the label size (the references' evaluation: 65×129 logits to 2048×1024, udass.md §2.8).
     """
 
-    def __init__(self, model: TemporalSegmentor) -> None:
+    def __init__(self, model: TemporalSegmentor, *, align_corners: bool = False) -> None:
         self.model = model
+        self.align_corners = bool(align_corners)
 
     @staticmethod
     def stack(x: Tensor, x_prev: Tensor, flow: Tensor) -> Tensor:
@@ -204,11 +214,16 @@ class ClipPredictor:
         return torch.cat([x, x_prev, flow.to(x.dtype)], dim=1)
 
     def predict(self, z: Tensor) -> Tensor:
+        return self.predict_at(z, None)
+
+    def predict_at(self, z: Tensor, size) -> Tensor:
+        """The fused logits of the stack z upsampled once to ``size`` (None: z's size)."""
         if z.shape[1] != 8:
             raise ValueError(
                 f"ClipPredictor expects (B,8,H,W) = frame t, frame t-1, flow; got {tuple(z.shape)}"
             )
-        return self.model.predict_clip(z[:, :3], z[:, 3:6], z[:, 6:8])
+        x, x_prev, flow = z[:, :3], z[:, 3:6], z[:, 6:8]
+        return self.model.predict_clip(x, x_prev, flow, size=size, align_corners=self.align_corners)
 
 
 def create_temporal_segmentor(
@@ -223,6 +238,8 @@ def create_temporal_segmentor(
     aux_head: bool = False,
     aux_dilations: tuple[int, ...] = (6, 12, 18, 24),
     pretrained_dir: str | None = None,
+    resnet_style: str | None = None,
+    head_dilations: tuple[int, ...] | None = None,
 ) -> TemporalSegmentor:
     """The two-frame model around a segmentor of :func:`src.models.factory.create_segmentor`.
 
@@ -230,6 +247,9 @@ def create_temporal_segmentor(
     segmentor name (not an ``hrda_*`` one: the HRDA host has its own multi-resolution forward); the other
     arguments are those of ``create_segmentor`` plus ``fusion_lr_mult`` and ``aux_head`` (DeepLabV2 only: the
     CNN student's layer3 classifier, an ASPP sum with ``aux_dilations``, udass.md §2.5a).
+    ``resnet_style="caffe"`` with ``head_dilations=(6, 12, 18, 24)`` and the aux head is the TPS
+    ACCEL-DeepLabv2 (the architecture of ``tps_{viper,syn}2city_pretrained.pth``,
+    src/models/tps_checkpoint.py).
     """
     inner = name[len(TEMPORAL_PREFIX) :] if name.startswith(TEMPORAL_PREFIX) else name
     if inner not in SEGMENTOR_NAMES or inner.startswith("hrda_"):
@@ -243,6 +263,8 @@ def create_temporal_segmentor(
         drop_path_rate=drop_path_rate,
         checkpoint_encoder=checkpoint_encoder,
         pretrained_dir=pretrained_dir,
+        resnet_style=resnet_style,
+        head_dilations=head_dilations,
     )
     aux: nn.Module | None = None
     if aux_head:

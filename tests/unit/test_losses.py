@@ -60,3 +60,16 @@ def test_logits_resized_bilinear_and_float32() -> None:
     torch.testing.assert_close(loss.detach(), ref)
     loss.backward()
     assert half.grad is not None and half.grad.dtype == torch.bfloat16
+
+
+def test_align_corners_resize_is_advents_upsample() -> None:
+    """The video references upsample with nn.Upsample(align_corners=True) before ADVENT's loss_calc."""
+    logits, y = _data()
+    small = logits[:, :, ::4, ::4].contiguous()
+    up = F.interpolate(small, size=(64, 64), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(
+        weighted_cross_entropy(small, y, reduction="valid_pixels", align_corners=True), F.cross_entropy(up, y)
+    )
+    assert not torch.allclose(
+        weighted_cross_entropy(small, y), weighted_cross_entropy(small, y, align_corners=True)
+    )

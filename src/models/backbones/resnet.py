@@ -16,6 +16,14 @@ BN layers are ordinary trainable BatchNorm2d in train mode (mmseg ``norm_eval=Fa
 State-dict keys are exactly timm's (``conv1.0.weight``, ``bn1.*``, ``layer1.0.conv1.weight``, ...), so a timm
 ``resnet101c`` checkpoint loads by name; :meth:`ResNetBackbone.convert_state_dict` also maps the open-mmlab
 ``resnet101_v1c`` stem keys (``stem.{0,1,3,4,6,7}``) to timm's names.
+
+``style="caffe"``: the DeepLab-v2 ResNet of ADVENT / DA-VSN / TPS (``ResNetMulti`` of TPS
+``tps/model/accel_deeplabv2.py``, video_uda.md §2.3), whose weights the TPS checkpoints hold: the plain 7×7
+stem (timm ``resnet101``, the same key names ``conv1``, ``bn1``, ``layerN.i.{conv,bn}{1,2,3}``,
+``layerN.0.downsample.{0,1}``), the stride of a downsampling block on its first 1×1 conv (Caffe) instead of
+the 3×3, every block of layer3 / layer4 at dilation 2 / 4 (no contracted first block) and a ``ceil_mode``
+max-pool, which together give the reference's 65×129 logits for a 512×1024 input (timm's pytorch style:
+64×128).
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ __all__ = ["ResNetBackbone", "RESNET_MODELS"]
 
 #: Accepted ``depth`` values -> timm model with the deep (ResNetV1c) stem.
 RESNET_MODELS: dict[int, str] = {50: "resnet50c", 101: "resnet101c"}
+#: ``style="caffe"``: the DeepLab-v2 / TPS ResNet (7x7 stem), module docstring
+CAFFE_RESNET_MODELS: dict[int, str] = {50: "resnet50", 101: "resnet101"}
+RESNET_STYLES = ("pytorch", "caffe")
 
 # open-mmlab ResNetV1c stem (Sequential conv, bn, relu, conv, bn, relu, conv, bn, relu) -> timm names.
 _MMSEG_STEM = {"0": "conv1.0", "1": "conv1.1", "3": "conv1.3", "4": "conv1.4", "6": "conv1.6", "7": "bn1"}
@@ -48,6 +59,8 @@ class ResNetBackbone(nn.Module):
         pretrained: load timm's ImageNet weights from the hub at construction (needs internet);
             the default is random init, local weights are loaded by ``load_backbone_weights``.
         drop_path_rate: timm stochastic depth (0 in the reference).
+        style: ``"pytorch"`` (ResNet-V1c, the DAFormer / mmseg DeepLabV2) or ``"caffe"`` (the DeepLab-v2
+            ResNet of ADVENT / TPS, module docstring; output stride 8 only).
 
     Attributes:
         out_channels: [256, 512, 1024, 2048] for ResNet-50/101.
@@ -65,12 +78,19 @@ class ResNetBackbone(nn.Module):
         pretrained: bool = False,
         drop_path_rate: float = 0.0,
         in_chans: int = 3,
+        style: str = "pytorch",
     ) -> None:
         super().__init__()
+        if style not in RESNET_STYLES:
+            raise ValueError(f"model.resnet_style must be one of {RESNET_STYLES}, got {style!r}")
+        if style == "caffe" and output_stride != 8:
+            raise ValueError(f"the caffe-style DeepLab ResNet has output stride 8, got {output_stride}")
         if name is None:
-            if depth not in RESNET_MODELS:
-                raise ValueError(f"Unsupported ResNet depth {depth}; valid: {sorted(RESNET_MODELS)}")
-            name = RESNET_MODELS[depth]
+            models = CAFFE_RESNET_MODELS if style == "caffe" else RESNET_MODELS
+            if depth not in models:
+                raise ValueError(f"Unsupported ResNet depth {depth}; valid: {sorted(models)}")
+            name = models[depth]
+        self.style = style
         self.model_name = name
         net = timm.create_model(
             name,
@@ -91,6 +111,18 @@ class ResNetBackbone(nn.Module):
             self._order.append(mod_name)
         self._return_layers: list[str] = list(net.return_layers.keys())
         self.grad_checkpointing = False
+        if style == "caffe":
+            self._to_caffe_style()
+
+    def _to_caffe_style(self) -> None:
+        """Stride on the first 1x1 conv of a block, full dilation 2 / 4 in layer3 / layer4, ceil-mode pool."""
+        self.maxpool.ceil_mode = True
+        for layer, dilation in (("layer1", 1), ("layer2", 1), ("layer3", 2), ("layer4", 4)):
+            for block in getattr(self, layer):
+                if block.conv2.stride != (1, 1):
+                    block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+                block.conv2.dilation = (dilation, dilation)
+                block.conv2.padding = (dilation, dilation)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing of each stage ``layer1..4`` in training (src/models/checkpointing.py)."""
