@@ -9,8 +9,15 @@ So :func:`warp` moves a *previous-frame* map (image, logits, probabilities) onto
 It is the reference's ``Resample2d`` (bilinear, indices clamped to the border), written as
 ``grid_sample(..., padding_mode="border", align_corners=True)`` with grid = 2·(pixel + f)/(size − 1) − 1.
 
-File format (video_uda.md §2.2): ``np.save`` of ``int16(trunc(f · 10))``, shape H×W×2, 0.1 px resolution and
-±3276.7 px range; loaders divide by 10. :func:`read_flow` / :func:`write_flow` read and write it.
+File formats: :func:`read_flow` picks the reader by the file's extension, or as ``format`` says
+(``data.flow.format``):
+
+- ``int16_x10`` (``.npy``, DA-VSN / TPS / UDASS, video_uda.md §2.2): ``np.save`` of ``int16(trunc(f · 10))``,
+  shape H×W×2, 0.1 px resolution and ±3276.7 px range; loaders divide by 10. :func:`write_flow` writes it.
+- ``kitti_png`` (``.png``, UnifiedVideoDA's FlowFormer flows, video_uda.md §2.2): a 16-bit 3-channel PNG in
+  the KITTI-2015 encoding, u = (R − 2^15)/64, v = (G − 2^15)/64, B = 1 where the flow is valid; read with
+  OpenCV (BGR order), invalid pixels set to 0 (as UnifiedVideoDA's ``loadFlowVec``).
+  :func:`write_flow_kitti_png` writes it.
 
 Resizing (video_uda.md §2.3): a flow is resized bilinearly (align_corners=True) to the size of the map it
 warps and its components are scaled with that map. The reference multiplies both u and v by the height
@@ -25,6 +32,14 @@ Computing flow without weights (video_uda.md §6): :func:`compute_dis_flow` runs
 SDCNet/FlowNet2 (§2.1) and need weights and CUDA ops; DIS needs nothing and is cheap enough for the data
 workers (``data.flow.source: dis``) or for ``scripts/compute_flow.py``. :func:`endpoint_error` measures a flow
 against a reference (EPE, the mean Euclidean distance in pixels).
+
+Forward–backward consistency (ours, beyond the references, which warp without any validity mask, video_uda.md
+§2.3): :func:`flow_consistency` is the standard occlusion test (Sundaram et al. ECCV'10; UnFlow, Meister et
+al. AAAI'18) of a backward flow t→s against the forward flow s→t: a pixel p of frame t is consistent iff
+
+    |f_bw(p) + f̂_fw(p)|² < α (|f_bw(p)|² + |f̂_fw(p)|²) + β,   f̂_fw(p) = f_fw(p + f_bw(p))
+
+(α = 0.01, β = 0.5 px²) and p + f_bw(p) lies inside frame s; occluded and out-of-frame points fail it.
 """
 
 from __future__ import annotations
@@ -39,8 +54,12 @@ from torch import Tensor
 
 __all__ = [
     "FLOW_SCALE",
+    "FLOW_FORMATS",
     "read_flow",
     "write_flow",
+    "read_flow_kitti_png",
+    "write_flow_kitti_png",
+    "flow_consistency",
     "resize_flow",
     "flip_flow",
     "flow_grid",
@@ -53,10 +72,33 @@ __all__ = [
 #: stored value = int16(flow · FLOW_SCALE) (video_uda.md §2.2)
 FLOW_SCALE = 10.0
 _INT16_LIMIT = 32767 / FLOW_SCALE
+#: ``data.flow.format`` values: ``auto`` picks by the file's extension (.npy / .png)
+FLOW_FORMATS = ("auto", "int16_x10", "kitti_png")
+#: KITTI-2015 16-bit PNG flow encoding: value = flow · 64 + 2^15
+KITTI_SCALE = 64.0
+KITTI_OFFSET = 2.0**15
 
 
-def read_flow(path: str | Path, *, fix: str | None = None) -> np.ndarray:
-    """Read an ``int16 × 10`` ``.npy`` flow as float32 H×W×2 pixels (channel 0 = x).
+def flow_format_of(path: str | Path, format: str = "auto") -> str:
+    """The format of a flow file: ``format`` unless ``auto``, else by extension (.npy / .png)."""
+    if format not in FLOW_FORMATS:
+        raise ValueError(f"data.flow.format must be one of {FLOW_FORMATS}, got {format!r}")
+    if format != "auto":
+        return format
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        return "kitti_png"
+    if suffix == ".npy":
+        return "int16_x10"
+    raise ValueError(
+        f"flow file {path}: unknown extension {suffix!r} (.npy = int16 x 10, .png = KITTI 16-bit); set "
+        f"data.flow.format=int16_x10 or kitti_png"
+    )
+
+
+def read_flow(path: str | Path, *, fix: str | None = None, format: str = "auto") -> np.ndarray:
+    """Read a flow file as float32 H×W×2 pixels (channel 0 = x): an ``int16 × 10`` ``.npy`` or a KITTI
+    16-bit ``.png`` (module docstring), by extension or as ``format`` says.
 
     ``fix``: what the error for a missing file tells the user to do (the dataset's compute_flow.py command).
     """
@@ -71,7 +113,48 @@ def read_flow(path: str | Path, *, fix: str | None = None) -> np.ndarray:
                 "data.flow.source=dis"
             )
         )
+    if flow_format_of(path, format) == "kitti_png":
+        return read_flow_kitti_png(path)[0]
     return load_flow_npy(path, str(path))
+
+
+def read_flow_kitti_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A KITTI-2015 16-bit PNG flow (UnifiedVideoDA's FlowFormer flows): (float32 H×W×2 px, bool H×W valid).
+
+    u = (R − 2^15)/64, v = (G − 2^15)/64, valid = B > 0; invalid pixels get flow 0 (UnifiedVideoDA's
+    ``loadFlowVec``). Read with OpenCV, whose channel order is BGR.
+    """
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"flow file {path} does not exist")
+    im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if im is None or im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint16:
+        what = "unreadable" if im is None else f"{im.dtype} with shape {im.shape}"
+        raise ValueError(
+            f"{path}: a KITTI flow PNG is 16-bit with 3 channels (u, v, valid), got {what}; set "
+            f"data.flow.format=int16_x10 for .npy flows"
+        )
+    valid = im[..., 0] > 0
+    flow = (im[..., [2, 1]].astype(np.float32) - KITTI_OFFSET) / KITTI_SCALE
+    flow[~valid] = 0.0
+    return np.ascontiguousarray(flow), valid
+
+
+def write_flow_kitti_png(path: str | Path, flow: np.ndarray, valid: np.ndarray | None = None) -> None:
+    """Write an H×W×2 flow (pixels) as a KITTI-2015 16-bit PNG (1/64 px resolution, ±512 px range)."""
+    import cv2
+
+    flow = np.asarray(flow, dtype=np.float64)
+    if flow.ndim != 3 or flow.shape[-1] != 2:
+        raise ValueError(f"write_flow_kitti_png({path}): expected HxWx2, got {flow.shape}")
+    enc = np.clip(np.round(flow * KITTI_SCALE + KITTI_OFFSET), 0, 65535).astype(np.uint16)
+    b = np.ones(flow.shape[:2], np.uint16) if valid is None else np.asarray(valid).astype(np.uint16)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.stack([b, enc[..., 1], enc[..., 0]], -1)):  # BGR = (valid, v, u)
+        raise OSError(f"could not write {path}")
 
 
 def load_flow_npy(source: str | Path | BinaryIO, where: str) -> np.ndarray:
@@ -154,6 +237,29 @@ def warp(src: Tensor, flow: Tensor, *, mode: str = "bilinear") -> Tensor:
         grid = flow_grid(resize_flow(flow.float(), src.shape[-2:]))
         out = F.grid_sample(src.float(), grid, mode=mode, padding_mode="border", align_corners=True)
     return out.to(src.dtype)
+
+
+def flow_consistency(
+    flow_bw: Tensor, flow_fw: Tensor, *, alpha: float = 0.01, beta: float = 0.5, in_frame: bool = True
+) -> Tensor:
+    """(B, H, W) bool: where the backward flow t→s ``flow_bw`` (B,2,H,W, on t's grid) and the forward flow
+    s→t ``flow_fw`` (B,2,H',W', on s's grid, resized to (H, W) first) pass the forward–backward test (module
+    docstring); ``in_frame``: p + f_bw(p) must also lie inside frame s."""
+    if flow_bw.dim() != 4 or flow_fw.dim() != 4 or flow_bw.shape[1] != 2 or flow_fw.shape[1] != 2:
+        raise ValueError(
+            f"flow_consistency expects (B,2,H,W) flows, got {tuple(flow_bw.shape)}, {tuple(flow_fw.shape)}"
+        )
+    bw = flow_bw.float()
+    fw = warp(resize_flow(flow_fw.float(), bw.shape[-2:]), bw)  # f_fw at p + f_bw(p)
+    lhs = (bw + fw).pow(2).sum(1)
+    ok = lhs < alpha * (bw.pow(2).sum(1) + fw.pow(2).sum(1)) + beta
+    if in_frame:
+        h, w = bw.shape[-2:]
+        ys = torch.arange(h, dtype=bw.dtype, device=bw.device).view(1, h, 1)
+        xs = torch.arange(w, dtype=bw.dtype, device=bw.device).view(1, 1, w)
+        px, py = xs + bw[:, 0], ys + bw[:, 1]
+        ok &= (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
+    return ok
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ run unchanged:
   ``img_k_prev`` (t−Δ−1); ``flow`` (t -> t−1), ``flow_k`` (t -> t−Δ), ``flow_k_prev`` (t−Δ -> t−Δ−1),
   ``flow_kk`` (t -> t−Δ−1) (TPS pairs, UDASS adds t -> t−2, video_uda.md §1.2); ``valid`` as the image
   pipeline makes it (1 inside the frame, 0 in the crop's padding, times the HRDA/MIC margins if configured);
+  ``target_flows`` (the flows the configured method reads, src/train.py asks the method) keeps only those, so
+  a run with TPS's published flows (no t -> t−Δ−1) starts as downloaded; on request also ``flow_k_fwd``
+  (t−Δ -> t, the forward flow of the consistency mask, src/uda/video/tps.py), read from files or computed with
+  DIS (``flow.forward: dis``, default: no reference publishes forward flows for its pairs);
 - val: ``img``, ``img_prev``, ``flow`` (t -> t−1) at the network input resolution, ``gt`` at full resolution,
   ``name`` (video_uda.md §1.3 "Eval", udass.md §2.8).
 
@@ -17,11 +21,18 @@ Every frame of a clip goes through the image pipeline's steps and helpers (src/d
 resize, padding, the crop chosen on the current frame's label with the cat-max-ratio / rare-class retries,
 flip, uint8 image tensors normalised on the device) with **one** crop window and **one** flip decision.
 Flows are resized to the resized frames with :func:`resize_flow`, padded with 0, cropped with the frames and
-flipped with :func:`flip_flow` (u negated: a mirrored flow points the other way; no reference flips clips in its
-data pipeline, TPS's un-negated u is a quirk of its weak view only, ``uda.pseudo.flip_quirk``).
-``flow.source: files`` reads the published ``*_int16_x10.npy`` flows (video_uda.md §2.2); ``dis`` computes
-them in the data workers with OpenCV DIS (video_uda.md §6) on the resized frames, at ``flow.dis_scale`` of
-their size with ``flow.dis_preset``. Only the frames, labels and flows a split needs are read, each once.
+flipped with :func:`flip_flow` (u negated: a mirrored flow points the other way; no reference flips clips in
+its data pipeline, TPS's un-negated u is a quirk of its weak view only, ``uda.pseudo.flip_quirk``).
+``flow.source: files`` reads the published ``*_int16_x10.npy`` flows (video_uda.md §2.2), or the KITTI
+16-bit ``.png`` of the same name (UnifiedVideoDA's FlowFormer flows; ``flow.format``: ``auto`` by
+extension, ``int16_x10``, ``kitti_png``); ``dis`` computes them in the data workers with OpenCV DIS
+(video_uda.md §6) on the resized frames, at ``flow.dis_scale`` of their size with ``flow.dis_preset``. Only
+the frames, labels and flows a split needs are read, each once.
+
+Source preprocessing (``source_crop``, ``source_flip``): the image pipeline's random crop (cat-max-ratio
+retries) and random flip of the source clip, or (``source_crop: false``) the whole frame resized to
+``crop_size`` (h, w) and (``source_flip: false``) never flipped, as the video references (video_uda.md
+§1.3: no crop, no flip; the ViT reference: the whole VIPER frame at 512×1024, udass.md §2.6.2).
 
 Sampling, determinism and exact resume are the image data module's (src/data/datamodule.py): item i of the
 training stream is a pure function of (seed, rank, i); rare-class sampling draws a class and a source clip
@@ -42,23 +53,38 @@ from torch.utils.data import DataLoader, Dataset
 from src.data.classes import IGNORE_INDEX
 from src.data.datamodule import ShardSampler, UDADataModule, UDATrainDataset
 from src.data.datasets.clip_folder import Clip, Pair
-from src.data.flow import compute_dis_flow, flip_flow, resize_flow
+from src.data.flow import FLOW_FORMATS, compute_dis_flow, flip_flow, resize_flow
 from src.data.rare_class_sampling import STATS_FILE, RareClassSampler
 from src.data.transforms import TrainTransform, _pad_to, _resize, rescale_size, to_tensor, to_uint8_tensor
 
 log = logging.getLogger(__name__)
 
 FLOW_SOURCES = ("files", "dis")
+FORWARD_SOURCES = ("dis", "files")
 
 
-def target_keys(interval: int) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
-    """Output key -> frame offset, and flow key -> (offset a, offset b), of a target clip (Δ = interval)."""
+def target_keys(
+    interval: int, flows_read: tuple[str, ...] | list[str] | None = None
+) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """Output key -> frame offset, and flow key -> (offset a, offset b), of a target clip (Δ = interval).
+
+    ``flows_read``: the flow keys a method reads (None: the four of the batch contract, ``flow``, ``flow_k``,
+    ``flow_k_prev``, ``flow_kk``); ``flow_k_fwd`` (t−Δ -> t) only when asked for.
+    """
     d = int(interval)
     if d < 1:
         raise ValueError(f"data.interval must be >= 1 (Δ of the target clips, udass.md §2.3), got {interval}")
     frames = {"img": 0, "img_prev": 1, "img_k": d, "img_k_prev": d + 1}
     flows = {"flow": (0, 1), "flow_k": (0, d), "flow_k_prev": (d, d + 1), "flow_kk": (0, d + 1)}
-    return frames, flows
+    if flows_read is None:
+        return frames, flows
+    known = {**flows, "flow_k_fwd": (d, 0)}
+    unknown = sorted(set(flows_read) - set(known))
+    if unknown:
+        raise ValueError(
+            f"target flows {unknown} are not in the video batch contract; known: {sorted(known)}"
+        )
+    return frames, {k: known[k] for k in known if k in set(flows_read)}
 
 
 SOURCE_FRAMES = {"img": 0, "img_prev": 1}
@@ -74,9 +100,15 @@ class FlowOptions:
         source: str = "files",
         dis_preset: str = "medium",
         dis_scale: float = 1.0,
+        forward: str = "dis",
+        format: str = "auto",
     ) -> None:
         if source not in FLOW_SOURCES:
             raise ValueError(f"data.flow.source must be one of {FLOW_SOURCES}, got {source!r}")
+        if forward not in FORWARD_SOURCES:
+            raise ValueError(f"data.flow.forward must be one of {FORWARD_SOURCES}, got {forward!r}")
+        if format not in FLOW_FORMATS:
+            raise ValueError(f"data.flow.format must be one of {FLOW_FORMATS}, got {format!r}")
         from src.data.flow import DIS_PRESETS
 
         if str(dis_preset).lower() not in DIS_PRESETS:
@@ -84,10 +116,21 @@ class FlowOptions:
         self.source = source
         self.dis_preset = str(dis_preset).lower()
         self.dis_scale = float(dis_scale)
+        self.forward = forward
+        self.format = format
 
     @property
     def from_files(self) -> bool:
         return self.source == "files"
+
+    def file_pairs(self, pairs) -> tuple[tuple[int, int], ...]:
+        """The pairs of ``pairs`` read from files: none with ``source: dis``; a forward pair (a > b: from an
+        earlier frame to a later one) only with ``forward: files``."""
+        if not self.from_files:
+            return ()
+        return tuple(
+            p for p in dict.fromkeys(tuple(p) for p in pairs) if p[0] < p[1] or self.forward == "files"
+        )
 
 
 def _flow_tensor(flow: np.ndarray) -> torch.Tensor:
@@ -106,7 +149,7 @@ def _clip_flows(
     for a, b in pairs:
         if (a, b) in clip.flows:
             f = _flow_tensor(clip.flows[(a, b)])
-        elif not opts.from_files:
+        elif not opts.from_files or (a > b and opts.forward == "dis"):
             f = _flow_tensor(compute_dis_flow(frames[a], frames[b], opts.dis_preset, opts.dis_scale))
         else:
             raise KeyError(f"clip {clip.name}: flow {a}->{b} was not loaded")
@@ -133,7 +176,11 @@ def _check_sizes(clip: Clip) -> tuple[int, int]:
 
 class ClipTrainTransform:
     """The image pipeline's TrainTransform applied to a clip: one resize, crop window and flip for all frames,
-    labels and flows (module docstring). ``frame_keys`` / ``label_keys`` / ``flow_keys`` name the outputs."""
+    labels and flows (module docstring). ``frame_keys`` / ``label_keys`` / ``flow_keys`` name the outputs.
+
+    ``crop=False``: no random crop, the whole (resized) frame is resized to ``crop_size`` (h, w), labels
+    nearest, flows with their components scaled (the references' whole source frame, video_uda.md §1.3);
+    ``flip=False``: never mirrored (no reference flips its clips)."""
 
     def __init__(
         self,
@@ -143,9 +190,12 @@ class ClipTrainTransform:
         cat_max_ratio: float,
         flow: FlowOptions,
         uint8: bool = True,
+        crop: bool = True,
+        flip: bool = True,
     ) -> None:
         self.base = TrainTransform(crop_size=tuple(crop_size), scale=scale, cat_max_ratio=cat_max_ratio)
         self.flow, self.uint8 = flow, bool(uint8)
+        self.crop, self.flip = bool(crop), bool(flip)
 
     def __call__(
         self,
@@ -177,10 +227,20 @@ class ClipTrainTransform:
                     labels[k] = masks.pop(0)
                 if k == 0 and vmask is not None:
                     vmask = masks.pop(0)
+        ch, cw = base.crop_size
+        if not self.crop:  # the whole frame at the crop size (h, w): no padding, no crop window
+            for k in frames:
+                masks = [labels[k]] if k in labels else []
+                if k == 0 and vmask is not None:
+                    masks.append(vmask)
+                frames[k], masks = _resize(frames[k], masks, (cw, ch))
+                if k in labels:
+                    labels[k] = masks.pop(0)
+                if k == 0 and vmask is not None:
+                    vmask = masks.pop(0)
         rh, rw = frames[0].shape[:2]
         flows = _clip_flows(clip, frames, set(flow_keys.values()), (rh, rw), self.flow)
         # 2. pad to the crop size (image 0, label 255, valid 0, flow 0), as mmseg's Pad
-        ch, cw = base.crop_size
         for k in frames:
             masks, pads = ([labels[k]], [base.ignore_index]) if k in labels else ([], [])
             if k == 0 and vmask is not None:
@@ -194,7 +254,10 @@ class ClipTrainTransform:
         if (ph, pw) != (rh, rw):
             flows = {p: F.pad(f, (0, pw - rw, 0, ph - rh)) for p, f in flows.items()}
         # 3. one crop window, chosen on the current frame's label (cat-max-ratio / rare-class retries)
-        y0, x0, ch, cw = base._choose_box((ph, pw), labels.get(0), rng, rcs_class, rcs_min_pixels)
+        if self.crop:
+            y0, x0, ch, cw = base._choose_box((ph, pw), labels.get(0), rng, rcs_class, rcs_min_pixels)
+        else:
+            y0, x0 = 0, 0
         crop = (slice(y0, y0 + ch), slice(x0, x0 + cw))
         frames = {k: f[crop] for k, f in frames.items()}
         labels = {k: lab[crop] for k, lab in labels.items()}
@@ -206,7 +269,7 @@ class ClipTrainTransform:
                 vmask = np.zeros((ch, cw), np.uint8)
                 vmask[: max(min(rh - y0, ch), 0), : max(min(rw - x0, cw), 0)] = 1
         # 4. one flip decision for the clip
-        if rng.random() < base.flip_p:
+        if self.flip and rng.random() < base.flip_p:
             frames = {k: cv2.flip(np.ascontiguousarray(f), 1) for k, f in frames.items()}
             labels = {k: cv2.flip(np.ascontiguousarray(lab), 1) for k, lab in labels.items()}
             flows = {p: flip_flow(f) for p, f in flows.items()}
@@ -276,15 +339,16 @@ class VideoTrainDataset(UDATrainDataset):
         seed: int = 0,
         rank: int = 0,
         target_pseudo_margins: tuple[int, int, int, int] | None = None,
+        target_flows: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__(source=source, target=target, source_transform=source_transform,
                          target_transform=target_transform, rcs=rcs, seed=seed, rank=rank,
                          target_pseudo_margins=target_pseudo_margins)  # fmt: skip
-        self.target_frames, self.target_flows = target_keys(interval)
-        from_files = source_transform.flow.from_files
+        self.target_frames, self.target_flows = target_keys(interval, target_flows)
+        opts = source_transform.flow
         self.source_labels = SOURCE_LABELS if source.prev_labels else {"gt": 0}
-        self.source_pairs = tuple(PAIR_FLOW.values()) if from_files else ()
-        self.target_pairs = tuple(dict.fromkeys(self.target_flows.values())) if from_files else ()
+        self.source_pairs = opts.file_pairs(PAIR_FLOW.values())
+        self.target_pairs = opts.file_pairs(self.target_flows.values())
 
     def source_item(self, si: int, rng: np.random.Generator, rcs_class: int | None, rcs_min: float) -> dict:
         clip = self.source.load_clip(si, (0, 1), tuple(self.source_labels.values()), self.source_pairs)
@@ -303,7 +367,7 @@ class VideoTrainDataset(UDATrainDataset):
 class VideoEvalDataset(Dataset):
     def __init__(self, base, transform: ClipEvalTransform) -> None:
         self.base, self.transform = base, transform
-        self.pairs = tuple(PAIR_FLOW.values()) if transform.flow.from_files else ()
+        self.pairs = transform.flow.file_pairs(PAIR_FLOW.values())
 
     def __len__(self) -> int:
         return len(self.base)
@@ -317,13 +381,14 @@ class VideoUDADataModule(UDADataModule):
 
     Constructed like the image :class:`UDADataModule` (the same keys: ``source``/``target``/``val`` dataset
     factories, ``crop_size``, ``batch_size``, scales, ``cat_max_ratio``, ``target_pseudo_margins``,
-    ``eval_subsets``, ``prepare``, ``rcs``, ``seed``) plus ``interval`` (Δ) and ``flow`` (:class:`FlowOptions`
-    keys). The datasets are clip datasets (src/data/datasets/clip_folder.py: ``load_clip``, ``verify``,
-    ``stats_root``, ``index_of``); :meth:`setup` checks that every frame, label and flow they need exists.
-    ``streaming=True`` reads the three splits from LitData chunks written by scripts/pack_dataset.py
-    (src/data/streaming.py :class:`~src.data.streaming.StreamingClipSplit`, the same clips and training
-    stream; the target chunks must be packed for this ``interval``).
-    """
+    ``eval_subsets``, ``prepare``, ``rcs``, ``seed``) plus ``interval`` (Δ), ``flow`` (:class:`FlowOptions`
+    keys), ``target_flows`` (the target flow keys the method reads, given by src/train.py; None: the four of
+    the batch contract), ``source_crop`` and ``source_flip`` (module docstring). The datasets are clip
+    datasets (src/data/datasets/clip_folder.py: ``load_clip``, ``verify``, ``stats_root``, ``index_of``);
+    :meth:`setup` checks that every frame, label and flow they need exists. ``streaming=True`` reads the three
+    splits from LitData chunks written by scripts/pack_dataset.py (src/data/streaming.py
+    :class:`~src.data.streaming.StreamingClipSplit`, the same clips and training stream; the target chunks
+    must be packed for this ``interval``)."""
 
     def __init__(
         self,
@@ -332,18 +397,22 @@ class VideoUDADataModule(UDADataModule):
         flow: dict | None = None,
         video: bool = True,
         streaming: bool = False,
+        target_flows: list[str] | tuple[str, ...] | None = None,
+        source_crop: bool = True,
+        source_flip: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(streaming=streaming, **kwargs)
         self.interval = int(interval)
-        self.target_frames, self.target_flows = target_keys(self.interval)
+        self.target_flows_read = None if target_flows is None else tuple(target_flows)
+        self.target_frames, self.target_flows = target_keys(self.interval, self.target_flows_read)
         self.flow = FlowOptions(**dict(flow or {}))
         # the image pipeline's settings: scales, crop retries and uint8 (device-side normalisation) or float
         src, tgt, val = self.source_transform, self.target_transform, self.val_transform
         crop = self.crop_size
         self.source_transform = ClipTrainTransform(
             crop_size=crop, scale=src.scale, cat_max_ratio=src.cat_max_ratio, flow=self.flow,
-            uint8=getattr(src, "uint8", False),
+            uint8=getattr(src, "uint8", False), crop=source_crop, flip=source_flip,
         )  # fmt: skip
         self.target_transform = ClipTrainTransform(
             crop_size=crop, scale=tgt.scale, cat_max_ratio=tgt.cat_max_ratio, flow=self.flow,
@@ -357,12 +426,11 @@ class VideoUDADataModule(UDADataModule):
     def split_needs(self, split: str, ds: Any) -> tuple[tuple[int, ...], tuple[int, ...], tuple[Pair, ...]]:
         """(frame offsets, label offsets, flow pairs) every clip of ``split`` is read with (training and
         validation): what :meth:`setup` checks and scripts/pack_dataset.py packs."""
-        files = self.flow.from_files
         if split == "target":
-            pairs = tuple(dict.fromkeys(self.target_flows.values())) if files else ()
+            pairs = self.flow.file_pairs(self.target_flows.values())
             return tuple(dict.fromkeys(self.target_frames.values())), (), pairs
         labels = (0, 1) if split == "source" and ds.prev_labels else (0,)
-        return (0, 1), labels, ((0, 1),) if files else ()
+        return (0, 1), labels, self.flow.file_pairs([(0, 1)])
 
     def _open(self, split: str, factory: Any) -> Any:
         """The clip dataset of a split, or its packed chunks when streaming (checked against this run's
@@ -382,6 +450,8 @@ class VideoUDADataModule(UDADataModule):
                 continue
             if split == "val" and not ds.has_labels:
                 raise ValueError(f"the validation clips ({ds.root}) must be read with labels (labels: true)")
+            if hasattr(ds, "flow_format"):
+                ds.flow_format = self.flow.format
             ds.verify(*self.split_needs(split, ds))
             self._verified.add(split)
 
@@ -417,6 +487,7 @@ class VideoUDADataModule(UDADataModule):
             seed=self.seed,
             rank=rank,
             target_pseudo_margins=self.target_pseudo_margins,
+            target_flows=self.target_flows_read,
         )
 
     def val_dataloader(self) -> DataLoader:

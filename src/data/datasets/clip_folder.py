@@ -75,6 +75,9 @@ class ClipDataset:
     prev_labels: bool = False
     flow_dir: Path | None = None
     split: str = "train"
+    #: ``data.flow.format`` (set by the video data module): ``kitti_png`` reads ``<published name>.png``
+    #: in the KITTI 16-bit encoding instead of ``..._int16_x10.npy`` (src/data/flow.py)
+    flow_format: str = "auto"
 
     # -- subclass hooks --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -94,6 +97,13 @@ class ClipDataset:
     def flow_path(self, i: int, a: int, b: int) -> Path:
         """The flow file t−a -> t−b of clip i, in the published naming of the dataset."""
         raise NotImplementedError
+
+    def flow_file(self, i: int, a: int, b: int) -> Path:
+        """:meth:`flow_path` in the configured ``flow_format`` (``kitti_png``: the ``.png`` of that name)."""
+        path = self.flow_path(i, a, b)
+        if self.flow_format == "kitti_png" and path.name.endswith(FLOW_SUFFIX):
+            path = path.with_name(path.name[: -len(FLOW_SUFFIX)] + ".png")
+        return path
 
     def read_frame(self, path: Path) -> np.ndarray:
         return read_image(path)
@@ -171,7 +181,7 @@ class ClipDataset:
         kinds = (
             ("frame", lambda i: [self.frame_path(i, k) for k in offsets], self.frames_hint()),
             ("label", lambda i: [self.label_path(i, k) for k in label_offsets], self.labels_hint()),
-            ("flow", lambda i: [self.flow_path(i, a, b) for a, b in flow_pairs], self._flow_hint()),
+            ("flow", lambda i: [self.flow_file(i, a, b) for a, b in flow_pairs], self._flow_hint()),
         )
         for kind, paths_of, hint in kinds:
             missing, total = [], 0
@@ -213,7 +223,7 @@ class ClipDataset:
                 labels[k] = self.read_label(p)
         flows = {}
         for a, b in dict.fromkeys(tuple(p) for p in flow_pairs):
-            flows[(a, b)] = read_flow(self.flow_path(i, a, b), fix=self._flow_hint())
+            flows[(a, b)] = read_flow(self.flow_file(i, a, b), fix=self._flow_hint(), format=self.flow_format)
         return Clip(name=self.name(i), frames=frames, labels=labels, flows=flows)
 
 
