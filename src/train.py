@@ -39,7 +39,7 @@ import src.utils.config  # noqa: F401  (registers the udass.* resolvers)
 from src.metrics.miou import format_table
 from src.uda.init_from import init_from
 from src.uda.video.best_checkpoint import BestCheckpoint
-from src.uda.video.module import build_module
+from src.uda.video.module import build_module, module_class
 from src.utils import quiet
 from src.utils.benchmark_table import reference_lines
 from src.utils.cli import check_resume_checkpoint, readable_errors
@@ -50,8 +50,16 @@ log = logging.getLogger(__name__)
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The data module of ``cfg.data``; video data reads only the target flows the method reads
+    (``target_flows_read`` of the method's module class: e.g. no t -> t−Δ−1 for TPS or the ViT MMD)."""
     rcs = OmegaConf.to_container(cfg.uda.get("rcs") or {}, resolve=True)
-    return instantiate(cfg.data, rcs=rcs, seed=cfg.seed, _recursive_=True)
+    extra = {}
+    if cfg.data.get("video"):
+        plain = {"uda": OmegaConf.to_container(cfg.uda, resolve=True)}  # what the method reads: uda.*
+        flows = module_class(plain).target_flows_read(plain)
+        if flows is not None:
+            extra["target_flows"] = list(flows)
+    return instantiate(cfg.data, rcs=rcs, seed=cfg.seed, _recursive_=True, **extra)
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:

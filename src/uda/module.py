@@ -90,6 +90,16 @@ def _build(node: Any, **kwargs: Any) -> Any:
 
 
 class UDAModule(pl.LightningModule):
+    #: ``align_corners`` of the evaluation's bilinear upsampling (mmseg: False; the video module's
+    #: ``uda.align_corners``, ADVENT's True)
+    align_corners: bool = False
+
+    @staticmethod
+    def target_flows_read(cfg: dict) -> tuple[str, ...] | None:
+        """The target flow keys of a video batch this method reads (None: every flow of the batch contract;
+        image methods do not restrict it). src/train.py passes them to the video data module."""
+        return None
+
     def __init__(self, cfg: dict, *, load_pretrained: bool = True) -> None:
         super().__init__()
         self.automatic_optimization = False  # several backward passes, one optimizer step
@@ -504,8 +514,9 @@ class UDAModule(pl.LightningModule):
                 stride=tuple(e["stride"]),
                 batched=e.get("batched", True),
                 out_size=out_size,
+                align_corners=self.align_corners,
             )
-        return whole_inference(model, x, out_size=out_size)
+        return whole_inference(model, x, out_size=out_size, align_corners=self.align_corners)
 
     def on_validation_start(self) -> None:
         """DDP: every rank evaluates its shard with rank 0's buffers. BatchNorm running statistics (of the

@@ -24,6 +24,13 @@ def rows_at(rows, at_height, crop_size) -> ListConfig:
     return ListConfig([int(round(int(r) * h / int(at_height))) for r in rows])
 
 
+def warmup_without(checkpoint, warmup):
+    """A phase boundary that depends on a pre-trained teacher: 0 with ``checkpoint`` (the reference schedule),
+    ``warmup`` (a step or a fraction of the run, src/utils/phases.py) without one (``uda.teacher.checkpoint``
+    null)."""
+    return 0 if checkpoint not in (None, "", "null", "None") else warmup
+
+
 def register_resolvers() -> None:
     if OmegaConf.has_resolver("udass.root"):
         return
@@ -31,6 +38,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("udass.class_names", lambda f: ListConfig(class_names_of(f)))
     OmegaConf.register_new_resolver("udass.num_classes", lambda f: len(class_names_of(f)))
     OmegaConf.register_new_resolver("udass.rows_at", rows_at)
+    OmegaConf.register_new_resolver("udass.warmup_without", warmup_without)
 
 
 register_resolvers()

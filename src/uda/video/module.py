@@ -36,9 +36,24 @@ benchmark"); the pseudo-labels are still computed for QuadMix's memory. Each par
 config: without a teacher the step is the two-frame source-only baseline, without ``uda.mix`` it is
 TPS (+ MMD).
 
+Loss normalisation and upsampling (video_uda.md §2.3, §3.3; udass.md §2.6): the video references compute every
+CE with ADVENT's ``loss_calc``, a mean over the *valid* (non-ignored) pixels, after upsampling the logits with
+``nn.Upsample(..., align_corners=True)``. ``uda.loss_reduction: valid_pixels`` (default) does the same for
+L_src, L_SS, L_ST, L_TPS and their aux terms (``all_pixels``: the mmseg mean over all pixels of the image
+methods, which shrinks L_src, L_SS and L_ST by the labelled fraction relative to L_TPS, whose labels have no
+ignored pixels); ``uda.align_corners: true`` (default) upsamples with ``align_corners=True`` in the losses,
+the pseudo-labels' full-resolution maps, the fusio forward, TPS's rescale and the evaluation (``false``:
+mmseg's).
+
 Validation and test (udass.md §2.8, video_uda.md §1.6): the fused prediction on (frame t, frame t−1, flow
-t→t−1), upsampled to the full-resolution labels; whole or sliding-window inference (``eval.mode``) with
-both frames and the flow cropped together.
+t→t−1), upsampled to the full-resolution labels (whole: once, straight from the logits, as the references);
+whole or sliding-window inference (``eval.mode``) with both frames and the flow cropped together.
+
+Flows read (:meth:`VideoUDAModule.target_flows_read`): the target batch holds only the flows the configured
+method reads, so a run starts with TPS's published flows (which lack t→t−Δ−1) as downloaded: ``flow`` (t→t−1,
+the student's pair), ``flow_k`` (t→t−Δ, the warp of the pseudo-labels), ``flow_k_prev`` (t−Δ→t−Δ−1, the
+teacher's pair), ``flow_kk`` (t→t−Δ−1) only for the MMD's second target pair (``uda.mmd.target_weights`` with
+two weights, the CNN reference) and ``flow_k_fwd`` (t−Δ→t) only for ``uda.pseudo.consistency``.
 
 Hooks: ``uda.module: src.uda.video.module.VideoUDAModule`` selects this class; :func:`build_module` and
 :func:`load_module` (used by src/train.py and src/eval.py) pick the class a config names.
@@ -46,7 +61,9 @@ Hooks: ``uda.module: src.uda.video.module.VideoUDAModule`` selects this class; :
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +74,15 @@ from src.models.losses import weighted_cross_entropy
 from src.models.temporal_aggregation import ClipLogits, ClipPredictor
 from src.uda.module import UDAModule, _build
 from src.uda.module import load_module as load_image_module
+from src.uda.video.teacher_switch import SwitchTeacher
 from src.uda.video.tps import TemporalPseudoSupervision, match_histograms
 from src.uda.video.video_quadmix import Clip, VideoQuadMix
 
+log = logging.getLogger(__name__)
+
 SOURCE_KEYS = ("img", "img_prev", "gt", "flow")
 TARGET_KEYS = ("img", "img_prev", "img_k", "img_k_prev", "flow", "flow_k", "flow_k_prev")
+LOSS_REDUCTIONS = ("valid_pixels", "all_pixels")
 
 
 def _require(node: dict, keys: tuple[str, ...], what: str) -> None:
@@ -113,12 +134,54 @@ class VideoUDAModule(UDAModule):
         if self.tps_start < 0:
             raise ValueError(f"uda.tps_start must be >= 0 (a step), got {self.tps_start}")
         self.aux_weight = float(uda.get("aux_weight", 0.1))
+        self.loss_reduction = str(uda.get("loss_reduction", "valid_pixels"))
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(
+                f"uda.loss_reduction must be one of {LOSS_REDUCTIONS} (valid_pixels: ADVENT's mean over the "
+                f"labelled pixels, the video references), got {self.loss_reduction!r}"
+            )
+        self.align_corners = bool(uda.get("align_corners", True))
+        #: the CE of every video loss term: reduction and upsampling of the configuration (module docstring)
+        self.ce = partial(
+            weighted_cross_entropy, reduction=self.loss_reduction, align_corners=self.align_corners
+        )
         self.source_histogram_match = bool(uda.get("source_histogram_match", False))
         self.mmd = _build(uda.get("mmd"))
         if self.mmd is not None and self.teacher is None:
             raise ValueError(
                 "uda.mmd aligns source and target prototypes: it needs the target branch (uda.teacher)"
             )
+        if isinstance(self.teacher, SwitchTeacher):
+            self._check_switch_teacher(name, uda, announce=load_pretrained)
+
+    def _check_switch_teacher(self, name: str, uda: dict, *, announce: bool) -> None:
+        """The frozen teacher must be a two-frame model; without a pre-trained one (checkpoint null) say, in
+        one line, when TPS, the MMD and QuadMix start and when the student takes over the labels."""
+        teacher = self.teacher
+        if not teacher.own_model:
+            teacher.model_name = name
+        if not hasattr(teacher.model, "forward_clip"):
+            raise ValueError(
+                f"uda.teacher.model={teacher.model_name} is a single-frame segmentor: the video module's "
+                f"teacher labels frame pairs; use a two-frame model (conf/uda/teacher/model/, accel_*)"
+            )
+        if teacher.checkpoint or not announce:
+            return
+        start_mix = getattr(self.mix, "quadmix_start", None)
+        mix = f", QuadMix at step {start_mix}" if start_mix is not None else ""
+        frozen = (
+            f"; from step {self.tps_start} to {teacher.switch_step} the frozen *initial* weights label"
+            if self.tps_start < teacher.switch_step
+            else ""
+        )
+        log.info(
+            "uda.teacher.checkpoint is null (no pre-trained teacher): TPS and the MMD start at step %d "
+            "(uda.tps_start)%s, the student labels from step %d (uda.teacher.switch_step)%s; the reference "
+            "schedule (TPS from step 0) needs a pre-trained teacher: "
+            "uda/teacher/model=tps_accel_deeplabv2_r101 uda.teacher.checkpoint=<tps_*2city_pretrained.pth> "
+            "(or a source-only run's last.ckpt)",
+            self.tps_start, mix, teacher.switch_step, frozen,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ helpers
     def source_clip(self, s: dict) -> Clip:
@@ -134,9 +197,8 @@ class VideoUDAModule(UDAModule):
     def teacher_clip_logits(self, x: torch.Tensor, x_prev: torch.Tensor, flow: torch.Tensor) -> ClipLogits:
         """The teacher's two-frame outputs (fused, and fused aux if any; head resolution), no gradient."""
         teacher = self.teacher
-        if hasattr(teacher, "pseudo_label_model"):  # the reference's switch: frozen model, then the student
-            with teacher.pseudo_label_model() as model:
-                return model.forward_clip(x, x_prev, flow)
+        if hasattr(teacher, "clip_logits"):  # the reference's switch: a frozen model, then the student
+            return teacher.clip_logits(x, x_prev, flow)
         teacher.set_pseudo_label_mode()
         return teacher.model.forward_clip(x, x_prev, flow)
 
@@ -150,19 +212,27 @@ class VideoUDAModule(UDAModule):
         g.set_state(after)
         return x_m, xp_m
 
-    def with_aux(self, main: torch.Tensor, out: ClipLogits, y: torch.Tensor, loss_fn=weighted_cross_entropy):
-        """``main + aux_weight · loss_fn(out.aux, y)`` when the model has an auxiliary classifier (§2.6.6)."""
+    def with_aux(self, main: torch.Tensor, out: ClipLogits, y: torch.Tensor, loss_fn=None):
+        """``main + aux_weight · loss_fn(out.aux, y)`` when the model has an auxiliary classifier (§2.6.6);
+        ``loss_fn`` defaults to the configured CE (:attr:`ce`)."""
         if out.aux is None or self.aux_weight == 0:
             return main
-        return main + self.aux_weight * loss_fn(out.aux, y)
+        return main + self.aux_weight * (loss_fn or self.ce)(out.aux, y)
+
+    def tps_loss(self, logits: torch.Tensor, labels, valid, consistent=None) -> torch.Tensor:
+        """L_TPS of the pseudo-labels (or a ŷ tensor) with the configured reduction and upsampling."""
+        return self.pseudo_labeler.loss(
+            logits, labels, valid, consistent=consistent, reduction=self.loss_reduction,
+            align_corners=self.align_corners,
+        )  # fmt: skip
 
     def clip_loss(self, x: torch.Tensor, x_prev: torch.Tensor, flow: torch.Tensor, y: torch.Tensor,
                   fusio_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        """CE of the student's fused two-frame prediction (unweighted, mean over all pixels)."""
+        """CE of the student's fused two-frame prediction (unweighted; ``uda.loss_reduction``)."""
         logits = self.student.forward_clip(
-            self._prep(x), self._prep(x_prev), flow, fusio_mask=fusio_mask
+            self._prep(x), self._prep(x_prev), flow, fusio_mask=fusio_mask, align_corners=self.align_corners
         ).fused
-        return weighted_cross_entropy(logits, y)
+        return self.ce(logits, y)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -184,7 +254,7 @@ class VideoUDAModule(UDAModule):
         with stage("source_fwd"):
             out_s = self.student.forward_clip(src.x, src.x_prev, src.flow, return_feat=self.fd is not None)
             logits_s = out_s.fused
-            loss_src = self.with_aux(weighted_cross_entropy(logits_s, src.y), out_s, src.y)
+            loss_src = self.with_aux(self.ce(logits_s, src.y), out_s, src.y)
         logs["train/loss_src"] = loss_src.detach()
         loss = loss_src
         if self.fd is not None:  # ImageNet feature distance, current source frame (daformer_mic.md §1.6)
@@ -208,23 +278,33 @@ class VideoUDAModule(UDAModule):
                 )
                 out_k = self.teacher_clip_logits(x_k, x_kp, f_kp)
             with stage("pseudo_label"):
-                pl = tps.labels(out_k.fused, tgt["flow_k"].float(), flipped, tuple(x_t.shape[-2:]))
+                fwd = tgt.get("flow_k_fwd")
+                pl = tps.labels(out_k.fused, tgt["flow_k"].float(), flipped, tuple(x_t.shape[-2:]),
+                                flow_k_fwd=None if fwd is None else fwd.float(),
+                                align_corners=self.align_corners)  # fmt: skip
                 pl_aux = None
                 if out_k.aux is not None:  # ŷ_aux: the same TPS labels from the teacher's aux output
                     pl_aux = tps.low_res_labels(out_k.aux, tgt["flow_k"].float(), flipped)
                 x_st, xp_st = tps.strong_view(x_t, x_tp, g)
             logs["train/pseudo_confidence"] = pl.p_full.mean()
+            if pl.consistent is not None:
+                logs["train/tps_consistent"] = pl.consistent.float().mean()
             self.keep_for_panel(x_t=x_t, y_t_hat=pl.y_full)
             if t >= self.tps_start:
                 with stage("tps_fwd"):
                     # the student's pair: TPS's random rescale when configured (uda.pseudo.rescale)
-                    x_in, xp_in, f_in = tps.rescale_view(x_st, xp_st, tgt["flow"].float(), g)
+                    x_in, xp_in, f_in = tps.rescale_view(
+                        x_st, xp_st, tgt["flow"].float(), g, align_corners=self.align_corners
+                    )
                     out_t = self.student.forward_clip(x_in, xp_in, f_in)
                     logits_t = out_t.fused
-                    loss_tps = tps.loss(logits_t, pl, tgt.get("valid"))
+                    loss_tps = self.tps_loss(logits_t, pl, tgt.get("valid"))
                     if pl_aux is not None:
                         loss_tps = self.with_aux(
-                            loss_tps, out_t, pl_aux, lambda z, p: tps.loss(z, p, tgt.get("valid"))
+                            loss_tps,
+                            out_t,
+                            pl_aux,
+                            lambda z, p: self.tps_loss(z, p, tgt.get("valid"), pl.consistent),
                         )
                 logs["train/loss_tps"] = (self.lambda_t * loss_tps).detach()
                 loss = loss + self.lambda_t * loss_tps
@@ -275,7 +355,7 @@ class VideoUDAModule(UDAModule):
             with stage("mask_fwd_bwd"):
                 tgt = batch["target"]
                 out_m = self.student.forward_clip(masked[0], masked[1], tgt["flow"].float())
-                loss_mask = self.mask.weight * self.pseudo_labeler.loss(out_m.fused, pl, tgt.get("valid"))
+                loss_mask = self.mask.weight * self.tps_loss(out_m.fused, pl, tgt.get("valid"))
                 logs["train/loss_mask"] = loss_mask.detach()
                 self.backward_term(loss_mask, last=True)
                 del out_m, loss_mask
@@ -288,6 +368,16 @@ class VideoUDAModule(UDAModule):
         return {"train/fusion_prev_weight": self.student.sf_layer.weight.detach()[:, c:].abs().mean()}
 
     # ------------------------------------------------------------------ evaluation
+    def infer(self, model, x: torch.Tensor, out_size) -> torch.Tensor:
+        """Two-frame models (a :class:`ClipPredictor`): whole-image evaluation upsamples the fused logits
+        once, straight to ``out_size``, with ``uda.align_corners`` (udass.md §2.8); sliding windows as the
+        image module, with the same ``align_corners``."""
+        if isinstance(model, ClipPredictor):
+            model = ClipPredictor(model.model, align_corners=self.align_corners)
+            if self.eval_cfg.get("mode", "whole") != "slide":
+                return model.predict_at(x, out_size)
+        return super().infer(model, x, out_size)
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         _require(batch, ("img", "img_prev", "flow", "gt"), "validation")
         y = batch["gt"]
@@ -296,8 +386,25 @@ class VideoUDAModule(UDAModule):
         )
         self.val_confmat.update(self.infer(ClipPredictor(self.student), z, y.shape[-2:]).argmax(1), y)
         if self.val_confmat_teacher is not None and self.eval_cfg.get("teacher", True):
-            teacher = ClipPredictor(self.teacher.model)
+            teacher = ClipPredictor(getattr(self.teacher, "eval_model", lambda: self.teacher.model)())
             self.val_confmat_teacher.update(self.infer(teacher, z, y.shape[-2:]).argmax(1), y)
+
+    # ------------------------------------------------------------------ data the method reads
+    @staticmethod
+    def target_flows_read(cfg: dict) -> tuple[str, ...]:
+        """The target flows this configuration reads (module docstring): none without a teacher (two-frame
+        source only); TPS's ``flow``, ``flow_k``, ``flow_k_prev``; ``flow_kk`` for the MMD's second target
+        pair; ``flow_k_fwd`` for the consistency mask."""
+        uda = cfg.get("uda") or {}
+        if not (uda.get("teacher") or {}).get("_target_"):
+            return ()
+        keys = ["flow", "flow_k", "flow_k_prev"]
+        mmd = uda.get("mmd") or {}
+        if mmd.get("_target_") and len(mmd.get("target_weights") or (0.5, 0.5)) == 2:
+            keys.append("flow_kk")
+        if (uda.get("pseudo") or {}).get("consistency"):
+            keys.append("flow_k_fwd")
+        return tuple(keys)
 
 
 # ---------------------------------------------------------------------------- class selection

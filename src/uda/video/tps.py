@@ -17,7 +17,19 @@ b = c):
    (src/uda/augment.py, DACS colour jitter + blur) with **the same decisions and factors for both frames**
    (the reference concatenates the two frames vertically and augments them as one image). Student on
    (d̃, c̃, flow d→c).
-5. ``L_TPS = CE(student, ŷ)`` (:meth:`loss`), scaled by λ_T in the training step (udass.md §2.6.6).
+5. ``L_TPS = CE(student, ŷ)`` (:meth:`loss`), scaled by λ_T in the training step (udass.md §2.6.6). The
+   video module passes ADVENT's reduction (the mean over valid pixels, ``uda.loss_reduction``) and
+   upsampling (``align_corners=True``, ``uda.align_corners``) of the references; pixels of weight 0 (the
+   data pipeline's ``valid`` mask, the consistency mask below) are ignored pixels of ŷ.
+
+Beyond the references (ours): ``consistency=True`` keeps only the pixels of ŷ whose flow d→b passes the
+forward–backward test against the forward flow b→d (:func:`src.data.flow.flow_consistency`, α = 0.01,
+β = 0.5 px², the standard occlusion test, plus points warped from outside frame b): the warp of the teacher's
+map is meaningless at pixels occluded in frame b (disocclusions behind moving objects, the border the camera
+reveals), and the references, which warp without a mask (video_uda.md §2.3), train on them. The forward
+flow is the batch's ``flow_k_fwd`` (t−Δ → t: the data pipeline reads it from files or computes it with DIS,
+``data.flow.forward``); the mask (at the flow's resolution) is area-downsampled to ŷ and kept where at least
+half of a cell is consistent; ``train/tps_consistent`` logs its mean.
 
 Reference quirks, documented and **not** reproduced by default:
 
@@ -52,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from src.data.flow import flip_flow, resize_flow, warp
+from src.data.flow import flip_flow, flow_consistency, resize_flow, warp
 from src.models.losses import weighted_cross_entropy
 from src.uda.augment import StrongAugment
 
@@ -111,6 +123,7 @@ class CrossFramePseudoLabels:
     p_full: Tensor  # (B,H,W) float32, its confidence (max warped probability, conf_d)
     y_key: Tensor  # (B,H,W) long, unwarped prediction of frame t−Δ at the input resolution (ŷ_c)
     p_key: Tensor  # (B,H,W) float32, its confidence (conf_c)
+    consistent: Tensor | None = None  # (B,H',W') bool at the flow's resolution: the flow d→b passes the test
 
 
 def _mirror(x: Tensor, flipped: Tensor) -> Tensor:
@@ -129,6 +142,8 @@ class TemporalPseudoSupervision:
         pil_wraparound: emulate the reference's ToPILImage wrap-around on the strong view (quirk, off).
         rescale: (lo, hi) range of TPS's random rescale of the student's pair (§3.3: (0.8, 1.2)); None = off.
         key_confidence: ``"prob"`` (max softmax) or ``"logit"`` (reference quirk) for conf_c.
+        consistency: keep only the pixels of ŷ whose flow passes the forward–backward test (ours, off).
+        consistency_alpha, consistency_beta: α and β of the test (0.01, 0.5 px²).
         ignore_index: label value ignored by the loss (255).
     """
 
@@ -141,6 +156,9 @@ class TemporalPseudoSupervision:
         pil_wraparound: bool = False,
         key_confidence: str = "prob",
         rescale: tuple[float, float] | None = None,
+        consistency: bool = False,
+        consistency_alpha: float = 0.01,
+        consistency_beta: float = 0.5,
         ignore_index: int = 255,
     ) -> None:
         if not 0.0 <= flip_p <= 1.0:
@@ -160,6 +178,14 @@ class TemporalPseudoSupervision:
                 )
             rescale = (lo, hi)
         self.rescale = rescale
+        self.consistency = bool(consistency)
+        if consistency_alpha < 0 or consistency_beta < 0:
+            raise ValueError(
+                f"uda.pseudo.consistency_alpha / consistency_beta must be >= 0, got {consistency_alpha}, "
+                f"{consistency_beta}"
+            )
+        self.consistency_alpha = float(consistency_alpha)
+        self.consistency_beta = float(consistency_beta)
         self.ignore_index = int(ignore_index)
 
     # ------------------------------------------------------------------ 1. weak view
@@ -177,15 +203,23 @@ class TemporalPseudoSupervision:
     # ------------------------------------------------------------------ 3. cross-frame pseudo-labels
     @torch.no_grad()
     def labels(
-        self, logits_k: Tensor, flow_k: Tensor, flipped: Tensor, size: tuple[int, int]
+        self,
+        logits_k: Tensor,
+        flow_k: Tensor,
+        flipped: Tensor,
+        size: tuple[int, int],
+        *,
+        flow_k_fwd: Tensor | None = None,
+        align_corners: bool = False,
     ) -> CrossFramePseudoLabels:
         """Teacher logits of the weak view (B,C,h,w) + flow d→b (B,2,H,W) → pseudo-labels of frame d.
 
-        ``flipped``: the flags of :meth:`weak_view`; ``size``: the input resolution (H, W).
+        ``flipped``: the flags of :meth:`weak_view`; ``size``: the input resolution (H, W); ``flow_k_fwd``:
+        the forward flow b→d (needed with ``consistency``); ``align_corners``: of the upsampling to ``size``.
         """
         logits = logits_k.detach().float()
         size = (int(size[0]), int(size[1]))
-        up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        up = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
         probs, probs_up = torch.softmax(logits, dim=1), torch.softmax(up, dim=1)
         warped = self._to_current(probs, flow_k, flipped)
         warped_up = self._to_current(probs_up, flow_k, flipped)
@@ -194,8 +228,23 @@ class TemporalPseudoSupervision:
         p_key, y_key = probs_up.max(dim=1)
         if self.key_confidence == "logit":
             p_key = up.max(dim=1).values
+        consistent = None
+        if self.consistency:
+            if flow_k_fwd is None:
+                raise ValueError(
+                    "uda.pseudo.consistency=true needs the forward flow t-Δ -> t (flow_k_fwd) in the target "
+                    "batch: train with the video module, which asks the data pipeline for it"
+                )
+            consistent = flow_consistency(
+                flow_k.float(), flow_k_fwd.float(), alpha=self.consistency_alpha, beta=self.consistency_beta
+            )
         return CrossFramePseudoLabels(
-            y=warped.argmax(dim=1), y_full=y_full, p_full=p_full, y_key=y_key, p_key=p_key
+            y=warped.argmax(dim=1),
+            y_full=y_full,
+            p_full=p_full,
+            y_key=y_key,
+            p_key=p_key,
+            consistent=consistent,
         )
 
     @torch.no_grad()
@@ -224,12 +273,19 @@ class TemporalPseudoSupervision:
         return x, x_prev
 
     def rescale_view(
-        self, x: Tensor, x_prev: Tensor, flow: Tensor, generator: torch.Generator
+        self,
+        x: Tensor,
+        x_prev: Tensor,
+        flow: Tensor,
+        generator: torch.Generator,
+        *,
+        align_corners: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """TPS's rescale of the student's pair (§3.3): one factor s ~ U[lo, hi), sizes rounded to 8s.
 
-        Both frames bilinearly resized (align_corners=False); the flow d→c resized to the new size with its
-        components scaled (:func:`src.data.flow.resize_flow`). Identity when ``rescale`` is None.
+        Both frames bilinearly resized (``align_corners``: TPS's ``nn.Upsample`` uses True); the flow d→c
+        resized to the new size with its components scaled (:func:`src.data.flow.resize_flow`). Identity when
+        ``rescale`` is None.
         """
         if self.rescale is None:
             return x, x_prev, flow
@@ -239,22 +295,52 @@ class TemporalPseudoSupervision:
         size = (max(8, int(round(h * s / 8)) * 8), max(8, int(round(w * s / 8)) * 8))
         if size == (h, w):
             return x, x_prev, flow
-        x, x_prev = (F.interpolate(v, size=size, mode="bilinear", align_corners=False) for v in (x, x_prev))
+        x, x_prev = (
+            F.interpolate(v, size=size, mode="bilinear", align_corners=align_corners) for v in (x, x_prev)
+        )
         return x, x_prev, resize_flow(flow, size)
 
     # ------------------------------------------------------------------ 5. loss
     def loss(
-        self, logits: Tensor, labels: CrossFramePseudoLabels | Tensor, valid: Tensor | None = None
+        self,
+        logits: Tensor,
+        labels: CrossFramePseudoLabels | Tensor,
+        valid: Tensor | None = None,
+        *,
+        consistent: Tensor | None = None,
+        reduction: str = "all_pixels",
+        align_corners: bool = False,
     ) -> Tensor:
         """CE of the student's two-frame logits against the hard cross-frame pseudo-label ŷ (no weighting):
-        ``labels.y`` of :meth:`labels`, or a ŷ tensor (:meth:`low_res_labels`).
+        ``labels.y`` of :meth:`labels` (and its consistency mask), or a ŷ tensor (:meth:`low_res_labels`,
+        with ``consistent`` passed explicitly).
 
         ``valid`` (B,H,W) / (B,1,H,W): optional pseudo-label margin mask of the data pipeline, resized
-        (nearest) to ŷ and used as the pixel weight.
+        (nearest) to ŷ; the consistency mask is area-downsampled to ŷ (kept where >= 0.5). Pixels outside
+        either are ignored (label ``ignore_index``: weight 0, and out of the valid-pixel mean).
+        ``reduction`` / ``align_corners``: of :func:`src.models.losses.weighted_cross_entropy`.
         """
         y = labels.y if isinstance(labels, CrossFramePseudoLabels) else labels
-        w = None
+        if isinstance(labels, CrossFramePseudoLabels) and consistent is None:
+            consistent = labels.consistent
+        keep = None
         if valid is not None:
             v = valid.unsqueeze(1) if valid.dim() == 3 else valid
-            w = F.interpolate(v.float(), size=y.shape[-2:], mode="nearest")[:, 0]
-        return weighted_cross_entropy(logits, y, w, ignore_index=self.ignore_index)
+            keep = F.interpolate(v.float(), size=y.shape[-2:], mode="nearest")[:, 0] > 0
+        if consistent is not None:
+            c = consistent_at(consistent, tuple(y.shape[-2:]))
+            keep = c if keep is None else keep & c
+        if keep is not None:
+            y = torch.where(keep, y, torch.full_like(y, self.ignore_index))
+        return weighted_cross_entropy(logits, y, ignore_index=self.ignore_index, reduction=reduction,
+                                      align_corners=align_corners)  # fmt: skip
+
+
+def consistent_at(consistent: Tensor, size: tuple[int, int]) -> Tensor:
+    """The (B,H,W) bool consistency mask at ``size``: area-downsampled (upsampled: nearest), kept >= 0.5."""
+    c = consistent.float().unsqueeze(1)
+    if tuple(c.shape[-2:]) == tuple(size):
+        return consistent.bool()
+    shrink = c.shape[-2] >= size[0] and c.shape[-1] >= size[1]
+    c = F.interpolate(c, size=size, mode="area" if shrink else "nearest")
+    return c[:, 0] >= 0.5
