@@ -27,8 +27,10 @@ An option next to the default EMA teacher (src/uda/teacher.py): ``uda/teacher=sw
 - ``input_norm``: the input the frozen model expects: ``imagenet`` (ours) or ``caffe_bgr`` (ADVENT / TPS: BGR,
   0-255, minus the Caffe mean); our ImageNet-normalised batches are converted for it. The student, once it
   labels, reads the batches as they are.
-- Pseudo-label mode: Dropout / DropPath in eval, BatchNorm in train (``bn_mode="train"``, the reference's
-  train-mode network) or eval; when the student is the teacher its modes are restored afterwards.
+- Pseudo-label mode: Dropout / DropPath in eval; BatchNorm of the frozen model in eval (``frozen_bn_mode``,
+  the reference's ``model_tps`` is in eval mode, udass.md §2.5c: its running statistics stay those of the
+  checkpoint), of the student in train (``bn_mode="train"``, the reference labels with its train-mode student)
+  or eval; when the student is the teacher its modes are restored afterwards.
 """
 
 from __future__ import annotations
@@ -217,12 +219,14 @@ class SwitchTeacher(nn.Module):
         checkpoint: str | None = None,
         bn_mode: str = "train",
         model: Mapping | nn.Module | None = None,
+        frozen_bn_mode: str = "eval",
         checkpoint_part: str = "student",
         input_norm: str = "imagenet",
     ) -> None:
         super().__init__()
-        if bn_mode not in ("train", "eval"):
-            raise ValueError(f"uda.teacher.bn_mode must be 'train' or 'eval', got {bn_mode!r}")
+        for key, mode in (("bn_mode", bn_mode), ("frozen_bn_mode", frozen_bn_mode)):
+            if mode not in ("train", "eval"):
+                raise ValueError(f"uda.teacher.{key} must be 'train' or 'eval', got {mode!r}")
         if switch_step < 0:
             raise ValueError(f"uda.teacher.switch_step must be >= 0, got {switch_step}")
         if checkpoint_part not in CHECKPOINT_PARTS:
@@ -275,6 +279,7 @@ class SwitchTeacher(nn.Module):
         self.checkpoint_part = checkpoint_part
         self.input_norm = input_norm
         self.bn_mode = bn_mode
+        self.frozen_bn_mode = frozen_bn_mode
         self.num_classes = (
             student_classes if student_classes is not None else getattr(model, "num_classes", None)
         )
@@ -293,9 +298,8 @@ class SwitchTeacher(nn.Module):
                     self.model, self.checkpoint, part=self.checkpoint_part, input_norm=self.input_norm,
                     model_name=self.model_name, num_classes=self.num_classes,
                 )  # fmt: skip
-            else:
-                for q, p in zip(self.model.parameters(), student.parameters()):
-                    q.copy_(p.detach())
+            else:  # the student's initial weights and buffers (BatchNorm statistics)
+                self.model.load_state_dict(student.state_dict())
         return 0.0
 
     @property
@@ -303,7 +307,7 @@ class SwitchTeacher(nn.Module):
         return self._step >= self.switch_step
 
     def set_pseudo_label_mode(self) -> None:
-        _pseudo_label_modes(self.model, self.bn_mode)
+        _pseudo_label_modes(self.model, self.frozen_bn_mode)
 
     def eval_model(self) -> InputAdapted:
         """The frozen model, called on our inputs (the teacher row of validation)."""
