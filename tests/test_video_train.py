@@ -181,3 +181,68 @@ def test_video_module_refuses_omuda_fdm_target(video_cfg):
     cfg = video_cfg("experiment=udass_mic_synthetic_video", "uda/fd=fdm")
     with pytest.raises(ValueError, match="uda/fd=imnet"):
         build_module(OmegaConf.to_container(cfg, resolve=True), load_pretrained=False)
+
+
+# ------------------------------------------------------------------- the reference schedule (issue 18)
+def _train_source_only(video_cfg, out: Path, *model: str) -> Path:
+    """A 2-step two-frame source-only run into ``out``: the frozen teacher of the reference schedule."""
+    cfg = video_cfg("experiment=source_only_synthetic_video", *model, f"paths.output_dir={out}",
+                    "trainer.max_steps=2", "trainer.val_check_interval=2")  # fmt: skip
+    train(cfg)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    return ckpt
+
+
+def _state(ckpt: Path, prefix: str) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def test_reference_schedule_on_the_synthetic_clips_teacher_from_a_source_only_run(video_cfg, tmp_path):
+    """The benchmark command: a source-only video run, then TPS with its last.ckpt as the frozen switch
+    teacher; the checkpoint alone moves TPS to step 0 (tps_synthetic_video waits 250 steps without one)."""
+    ckpt = _train_source_only(video_cfg, tmp_path / "source_only")
+    overrides = ["experiment=tps_synthetic_video", "uda/teacher=switch", "uda.teacher.switch_step=0.1",
+                 f"uda.teacher.checkpoint={ckpt}", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                 f"paths.output_dir={tmp_path / 'tps'}"]  # fmt: skip
+    cfg = video_cfg(*overrides)
+    assert cfg.uda.tps_start == 0 and video_cfg("experiment=tps_synthetic_video").uda.tps_start == 250
+    out = train(cfg)
+    assert out["steps"] == 2 and 0.0 <= out["mIoU"] <= 100.0
+    assert {"train/loss_src", "train/loss_tps"} <= _metrics_header(tmp_path / "tps")
+    # the frozen model of the TPS run is the source-only run's student, unchanged by training
+    frozen = _state(tmp_path / "tps" / "checkpoints" / "last.ckpt", "teacher.model.")
+    source = _state(ckpt, "student.")
+    assert frozen.keys() == source.keys()
+    assert all(torch.equal(frozen[k], source[k]) for k in source)
+
+
+def test_vit_student_trains_with_a_cnn_switch_teacher(video_cfg, tmp_path):
+    """The reference's pairing: a ViT (MiT-B0) student labelled by a frozen CNN (two-frame DeepLabV2, a tiny
+    ResNet-50 here) of its own model config and checkpoint; UDASS video (TPS, QuadMix, both MMD pairs) from
+    step 0, 2 steps."""
+    cnn = ["model=accel_deeplabv2_r101", "model.name=accel_deeplabv2_r50", "model.head_channels=null"]
+    ckpt = _train_source_only(video_cfg, tmp_path / "cnn", *cnn)
+    cfg = video_cfg("experiment=udass_synthetic_video", *UDASS_FAST, "uda/teacher=switch",
+                    "uda/teacher/model=accel_deeplabv2_r101", "uda.teacher.model.name=accel_deeplabv2_r50",
+                    f"uda.teacher.checkpoint={ckpt}", "uda.teacher.switch_step=1", "trainer.max_steps=2",
+                    "trainer.val_check_interval=2", f"paths.output_dir={tmp_path / 'vit'}")  # fmt: skip
+    out = train(cfg)
+    assert out["steps"] == 2 and out["model"] == "accel_daformer_mitb0" and 0.0 <= out["mIoU"] <= 100.0
+    assert {"train/loss_tps", "train/loss_ss", "train/loss_st", "train/loss_mmd"} <= _metrics_header(
+        tmp_path / "vit"
+    )
+    module = load_module(tmp_path / "vit" / "checkpoints" / "last.ckpt")
+    assert type(module.teacher.model.backbone).__name__ == "ResNetBackbone"  # the CNN, not a copy of the ViT
+    assert type(module.student.backbone).__name__ != "ResNetBackbone"
+    frozen = _state(tmp_path / "vit" / "checkpoints" / "last.ckpt", "teacher.model.")
+    source = _state(ckpt, "student.")
+    assert frozen.keys() == source.keys() and all(torch.equal(frozen[k], source[k]) for k in source)
+    # a teacher config of another model than the checkpoint's: one line naming the fix
+    bad = video_cfg("experiment=tps_synthetic_video", "uda/teacher=switch",
+                    "uda/teacher/model=accel_daformer_mitb0", f"uda.teacher.checkpoint={ckpt}",
+                    "trainer.max_steps=1", "trainer.val_check_interval=1",
+                    f"paths.output_dir={tmp_path / 'bad'}")  # fmt: skip
+    with pytest.raises(ValueError, match=r"uda\.teacher\.model\.name=accel_deeplabv2_r50"):
+        train(bad)

@@ -335,12 +335,12 @@ def test_switch_teacher_labels_with_the_frozen_model_then_the_student(tmp_path):
             p.add_(1.0)
     teacher.update(student, 1)
     with teacher.pseudo_label_model() as m:
-        assert m is teacher.model and not m.backbone.drop.training  # dropout off for pseudo-labels
+        assert m.model is teacher.model and not m.model.backbone.drop.training  # dropout off for labels
     assert all(torch.equal(a, b) for a, b in zip(frozen, teacher.model.parameters()))
     student.train()
     teacher.update(student, 2)
     with teacher.pseudo_label_model() as m:
-        assert m is student and not student.backbone.drop.training
+        assert m.model is student and m.input_norm == "imagenet" and not student.backbone.drop.training
     assert student.backbone.drop.training  # the student's modes are restored
     x = torch.randn(1, 3, 4, 4)
     assert torch.allclose(teacher.predict(x).sum(1), torch.ones(1, 4, 4))
@@ -352,11 +352,15 @@ def test_switch_teacher_labels_with_the_frozen_model_then_the_student(tmp_path):
     w = next(iter(t2.model.backbone.parameters()))
     assert torch.allclose(w, next(iter(student.backbone.parameters())) + 5.0)
     torch.save({"state_dict": {"student.other.weight": torch.zeros(1)}}, tmp_path / "bad.ckpt")
-    with pytest.raises(ValueError, match="does not fit the model"):
+    with pytest.raises(ValueError, match="does not fit the teacher's model"):
         SwitchTeacher(student=student, checkpoint=str(tmp_path / "bad.ckpt")).update(student, 0)
     with pytest.raises(FileNotFoundError, match="uda.teacher.checkpoint"):
         SwitchTeacher(student=student, checkpoint=str(tmp_path / "none.ckpt")).update(student, 0)
     assert not any(k.startswith("_student") for k in teacher.state_dict())  # the student is not duplicated
+    # a phase fraction must be resolved before (UDAModule does): int(0.15) would switch at step 0
+    with pytest.raises(ValueError, match=r"switch_step=0.15 is a fraction of trainer.max_steps"):
+        SwitchTeacher(student=student, switch_step=0.15)
+    assert SwitchTeacher(student=student, switch_step=400.0).switch_step == 400  # a whole float is a step
 
 
 # ----------------------------------------------------------------------------------------- best checkpoint
