@@ -7,12 +7,16 @@ debug flag for it; a run names this class on the command line (the repo root is 
 
     python -m src.train -m experiment=mic_synthetic \
         uda.teacher._target_=tests.controls.FrozenTeacher seed=0,1,2
+    python -m src.train -m experiment=mic_synthetic \
+        uda.pseudo._target_=tests.controls.PermutedPseudoLabeler seed=0,1,2
 """
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
+from src.uda.pseudo_label import PseudoLabeler
 from src.uda.teacher import EMATeacher
 
 
@@ -22,3 +26,13 @@ class FrozenTeacher(EMATeacher):
 
     def update(self, student: nn.Module, step: int) -> float:
         return super().update(student, 0) if step == 0 else 1.0
+
+
+class PermutedPseudoLabeler(PseudoLabeler):
+    """The teacher's pseudo-labels with every class shifted to the next id (c -> c + 1 mod C; 255 stays), their
+    confidence weights unchanged: self-training on wrong labels at the weight of the right ones."""
+
+    @torch.no_grad()
+    def __call__(self, probs: Tensor, valid: Tensor | None = None, *, step: int | None = None):
+        y_hat, w, p_max = super().__call__(probs, valid, step=step)
+        return (y_hat + 1) % probs.shape[1], w, p_max
