@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -94,9 +95,9 @@ def spy(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     calls: list = []
     original = TemporalSegmentor.predict_clip
 
-    def recording(self, x, x_prev, flow):
+    def recording(self, x, x_prev, flow, **kw):
         calls.append((x.clone(), x_prev.clone(), flow.clone()))
-        return original(self, x, x_prev, flow)
+        return original(self, x, x_prev, flow, **kw)
 
     monkeypatch.setattr(TemporalSegmentor, "predict_clip", recording)
     return calls
@@ -113,7 +114,8 @@ def _expected(model, frame: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
         x_prev, flow = x, torch.zeros(1, 2, *x.shape[-2:])
     else:
         x_prev, flow = to_tensor(prev)[None], _flow(frame, prev)
-    return model.predict_clip(x, x_prev, flow).argmax(1)[0].numpy().astype(np.uint8)
+    # the video module predicts with uda.align_corners=true (ADVENT's evaluation, udass.md §2.8)
+    return model.predict_clip(x, x_prev, flow, align_corners=True).argmax(1)[0].numpy().astype(np.uint8)
 
 
 def test_folder_sequences_pair_each_file_with_the_previous_one(ckpt, module, spy, tmp_path):
@@ -148,8 +150,13 @@ def test_identity_fusion_equals_the_single_frame_prediction(tmp_path):
     predict(_cfg(ckpt, tmp_path / "in", tmp_path / "out"))
     student = load_module(ckpt).student
     for name, frame in zip("abc", frames):
-        with torch.no_grad():
-            single = student.predict(to_tensor(frame)[None]).argmax(1)[0].numpy()
+        with (
+            torch.no_grad()
+        ):  # the current frame alone, upsampled as the video module predicts (align_corners)
+            x = to_tensor(frame)[None]
+            low = student.decode(student.extract_feat(x))
+            single = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=True)
+            single = single.argmax(1)[0].numpy()
         assert np.array_equal(_ids(tmp_path / "out" / "train_ids" / f"{name}.png"), single)
 
 
@@ -205,8 +212,8 @@ def test_slide_windows_teacher_and_rescale(ckpt, module, spy, tmp_path):
     x, x_prev = to_tensor(frames[1])[None], to_tensor(frames[0])[None]
     z = ClipPredictor.stack(x, x_prev, _flow(frames[1], frames[0]))
     with torch.no_grad():
-        logits = slide_inference(ClipPredictor(module.teacher.model), z, num_classes=19, crop_size=(32, 32),
-                                 stride=(16, 16))  # fmt: skip
+        logits = slide_inference(ClipPredictor(module.teacher.model, align_corners=True), z, num_classes=19,
+                                 crop_size=(32, 32), stride=(16, 16), align_corners=True)  # fmt: skip
         whole = module.teacher.model.predict_clip(x, x_prev, _flow(frames[1], frames[0]))
     ids = _ids(tmp_path / "out" / "train_ids" / "b.png")
     assert np.array_equal(ids, logits.argmax(1)[0].numpy())

@@ -123,7 +123,8 @@ def test_video_training_stream_matches_the_files_with_rare_class_sampling(packed
     for i in range(16):
         a, b = ds_f[i], ds_s[i]
         assert {"img", "img_prev", "gt", "gt_prev", "flow"} <= a["source"].keys()
-        assert {"img_k", "img_k_prev", "flow_k", "flow_k_prev", "flow_kk", "valid"} <= a["target"].keys()
+        assert {"img_k", "img_k_prev", "flow_k", "flow_k_prev", "valid"} <= a["target"].keys()
+        assert "flow_kk" not in a["target"]  # TPS reads no t-Δ -> t-Δ-1 flow: neither stream loads it
         assert _same(a, b), i
     vf, vs = next(iter(files.val_dataloader())), next(iter(stream.val_dataloader()))
     assert _same(vf, vs) and vf["name"] == vs["name"]
@@ -180,7 +181,7 @@ def test_dis_flows_are_computed_from_the_packed_frames(video_root, tmp_path):
     ds_f, ds_s = files.train_dataset(), stream.train_dataset()
     for i in range(4):
         a, b = ds_f[i], ds_s[i]
-        assert a["target"]["flow_kk"].abs().sum() > 0  # DIS ran on the frames
+        assert a["target"]["flow_k"].abs().sum() > 0  # DIS ran on the frames
         assert _same(a, b), i
     with pytest.raises(ValueError, match=r"packed with data\.flow\.source=dis .*set data\.flow\.source=dis"):
         _dm(video_root, *STREAM, f"data.streaming_dir={out}")
