@@ -29,8 +29,8 @@ class FrozenTeacher(EMATeacher):
 
 
 class PermutedPseudoLabeler(PseudoLabeler):
-    """The teacher's pseudo-labels with every class shifted to the next id (c -> c + 1 mod C), their confidence
-    weights unchanged: self-training on wrong labels at the weight of the right ones."""
+    """The teacher's pseudo-labels with every class shifted to the next id (c -> c + 1 mod C), their
+    confidence weights unchanged: self-training on wrong labels at the weight of the right ones."""
 
     @torch.no_grad()
     def __call__(self, probs: Tensor, valid: Tensor | None = None, *, step: int | None = None):
