@@ -38,6 +38,11 @@ STEP_BAR = re.compile(
 VAL_BAR = re.compile(
     r"^Validation \d+/\d+ [━╸╺╾╼ ]+ \d+:\d\d:\d\d • \d+:\d\d:\d\d • (\d+\.\d\d (it/s|s/it)|-- it/s)$"
 )
+#: src.utils.benchmark_table.reference_lines: the run's mIoU next to the README table's rows of its setting
+REFERENCE = re.compile(
+    r"^(target mIoU of this run \(\S+\): -?\d+\.\d"
+    r"|  (source only on this setting|\S+ in the table|oracle \(target labels\)): .*results/\S+\.csv\))$"
+)
 #: src.metrics.miou.format_table: a title, a rule, `<class>  <IoU>` rows, a rule, the mIoU rows
 TABLE_TITLE = re.compile(r"^\S.*: student, per-class IoU \(%\)$")
 TABLE_ROW = re.compile(r"^(-+|\S.*?\s+(-?\d+\.\d\d|n/a))$")
@@ -66,7 +71,13 @@ def _not_ours(lines: list[str]) -> list[str]:
             while i < len(lines) and TABLE_ROW.match(lines[i].rstrip()):
                 i += 1
             continue
-        ok = not line or OUR_LOG.match(line) or STEP_BAR.match(line) or VAL_BAR.match(line)
+        ok = (
+            not line
+            or OUR_LOG.match(line)
+            or STEP_BAR.match(line)
+            or VAL_BAR.match(line)
+            or REFERENCE.match(line)
+        )
         if not ok and not any(p.match(line) for p in ALLOWED):
             left.append(line)
         i += 1
@@ -84,6 +95,9 @@ def test_not_ours_recognises_each_kind_of_line():
         "rider            n/a", "-" * 23, "mIoU             0.21", "mIoU19           0.21",
         "Seed set to 0", "GPU available: False, used: False", "TPU available: False, using: 0 TPU cores",
         "`Trainer.fit` stopped: `max_steps=3` reached.", "",
+        "target mIoU of this run (omuda): 24.8",
+        "  source only on this setting: 19.4 ± 0.3 (3 seeds, results/synthetic_benchmark.csv)",
+        "  omuda in the table: 23.6 ± 0.9 (3 seeds, results/omuda_ablation.csv)",
     ]  # fmt: skip
     assert _not_ours(ours) == []
     removed = [
