@@ -4,8 +4,8 @@
 
 Reads ``<run>/csv/metrics.csv`` and ``<run>/results.json`` of every finished run and prints one line per run:
 method, seed, target mIoU and the means of ``train/pseudo_weight``, ``pseudo_accuracy``, ``pseudo_precision``,
-``pseudo_kept``, ``cam_fg_cells``, ``fdm_active_cells``, ``cdm_keep_rate`` and ``sec_per_step`` over the logged
-steps >= ``--from-step`` (the README's "logged" columns).
+``pseudo_kept``, ``cam_fg_cells``, ``fdm_active_cells``, ``cdm_keep_rate`` and ``sec_per_step`` over the
+logged steps >= ``--from-step`` (the README's "logged" columns).
 """
 
 from __future__ import annotations
