@@ -53,6 +53,29 @@ FAST_TRAINER = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_full_stand_in_pretraining():
+    """The full pre-training of the ImageNet stand-in (minutes) never runs in the test suite (issue 15): a test
+    that builds a `*_synthetic` model without `model.pretrained=null` fails here instead of writing the
+    stand-in into the repository's data/ behind the suite's back. The tiny pre-training of
+    tests/unit/test_synthetic_weights.py (a few steps) passes."""
+    import src.models.synthetic_weights.pretrain as P
+
+    real = P.pretrain
+
+    def guarded(backbone="mit_b0", *args, steps: int = P.DEFAULTS["steps"], **kwargs):
+        if steps > 20:
+            raise AssertionError(
+                f"a test started the full pre-training of the synthetic stand-in ({steps} steps): add "
+                "'model.pretrained=null' to its overrides (tests/conftest.py FAST_TRAINER)"
+            )
+        return real(backbone, *args, steps=steps, **kwargs)
+
+    P.pretrain = guarded
+    yield
+    P.pretrain = real
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """DATA_ROOT of the tests, holding the tiny synthetic dataset (generated on first use)."""
