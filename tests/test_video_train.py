@@ -246,3 +246,35 @@ def test_vit_student_trains_with_a_cnn_switch_teacher(video_cfg, tmp_path):
                     f"paths.output_dir={tmp_path / 'bad'}")  # fmt: skip
     with pytest.raises(ValueError, match=r"uda\.teacher\.model\.name=accel_deeplabv2_r50"):
         train(bad)
+
+
+def test_cnn_student_with_aux_head_and_a_switch_teacher_without_one(video_cfg, tmp_path, monkeypatch):
+    """A frozen teacher without an aux classifier (a two-frame MiT) labelling a CNN student with one: the
+    student's 0.1·CE(aux) TPS term learns the teacher's main labels instead of vanishing until the switch."""
+    ckpt = _train_source_only(video_cfg, tmp_path / "vit")
+    calls: list[tuple[int, ...]] = []
+    real = VideoUDAModule.tps_loss
+
+    def counted(self, logits, labels, *args, **kwargs):
+        calls.append(tuple(logits.shape))
+        return real(self, logits, labels, *args, **kwargs)
+
+    monkeypatch.setattr(VideoUDAModule, "tps_loss", counted)
+    cnn = ["model=accel_deeplabv2_r101", "model.name=accel_deeplabv2_r50", "model.head_channels=null"]
+    cfg = video_cfg("experiment=tps_synthetic_video", *cnn, "uda/teacher=switch",
+                    "uda/teacher/model=accel_daformer_mitb0", "uda.teacher.model.head_channels=16",
+                    f"uda.teacher.checkpoint={ckpt}", "uda.teacher.switch_step=5", "trainer.max_steps=1", "trainer.val_check_interval=1",
+                    f"paths.output_dir={tmp_path / 'cnn'}")  # fmt: skip
+    assert cfg.model.aux_head and cfg.uda.tps_start == 0
+    train(cfg)
+    assert len(calls) == 2  # L_TPS on the fused logits and on the aux logits, at the first step
+
+
+def test_a_video_checkpoint_from_before_align_corners_is_evaluated_as_trained(video_cfg, tmp_path):
+    ckpt = _train_source_only(video_cfg, tmp_path / "run")
+    assert load_module(ckpt).align_corners is True  # today's default, stored in the config
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    del state["hyper_parameters"]["cfg"]["uda"]["align_corners"]  # as written before the setting existed
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    assert load_module(old).align_corners is False
