@@ -55,8 +55,8 @@ FAST_TRAINER = [
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_full_stand_in_pretraining():
-    """The full pre-training of the ImageNet stand-in (minutes) never runs in the test suite (issue 15): a test
-    that builds a `*_synthetic` model without `model.pretrained=null` fails here instead of writing the
+    """The full pre-training of the ImageNet stand-in (minutes) never runs in the test suite (issue 15): a
+    test that builds a `*_synthetic` model without `model.pretrained=null` fails here instead of writing the
     stand-in into the repository's data/ behind the suite's back. The tiny pre-training of
     tests/unit/test_synthetic_weights.py (a few steps) passes."""
     import src.models.synthetic_weights.pretrain as P

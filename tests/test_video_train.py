@@ -263,8 +263,8 @@ def test_cnn_student_with_aux_head_and_a_switch_teacher_without_one(video_cfg, t
     cnn = ["model=accel_deeplabv2_r101", "model.name=accel_deeplabv2_r50", "model.head_channels=null"]
     cfg = video_cfg("experiment=tps_synthetic_video", *cnn, "uda/teacher=switch",
                     "uda/teacher/model=accel_daformer_mitb0", "uda.teacher.model.head_channels=16",
-                    f"uda.teacher.checkpoint={ckpt}", "uda.teacher.switch_step=5", "trainer.max_steps=1", "trainer.val_check_interval=1",
-                    f"paths.output_dir={tmp_path / 'cnn'}")  # fmt: skip
+                    f"uda.teacher.checkpoint={ckpt}", "uda.teacher.switch_step=5", "trainer.max_steps=1",
+                    "trainer.val_check_interval=1", f"paths.output_dir={tmp_path / 'cnn'}")  # fmt: skip
     assert cfg.model.aux_head and cfg.uda.tps_start == 0
     train(cfg)
     assert len(calls) == 2  # L_TPS on the fused logits and on the aux logits, at the first step

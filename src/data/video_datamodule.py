@@ -409,9 +409,10 @@ class VideoUDADataModule(UDADataModule):
         self.flow = FlowOptions(**dict(flow or {}))
         if "flow_k_fwd" in self.target_flows and self.flow.from_files and self.flow.forward == "dis":
             log.warning(
-                "uda.pseudo.consistency compares the backward flow t -> t-%d of the files with a forward flow of "
-                "OpenCV DIS (data.flow.forward=dis): their disagreement also rejects pixels that are not occluded "
-                "(see train/tps_consistent); forward flows of the same estimator: data.flow.forward=files",
+                "uda.pseudo.consistency compares the backward flow t -> t-%d of the files with a forward "
+                "flow of OpenCV DIS (data.flow.forward=dis): their disagreement also rejects pixels that are "
+                "not occluded (see train/tps_consistent); forward flows of the same estimator: "
+                "data.flow.forward=files",
                 self.interval,
             )
         # the image pipeline's settings: scales, crop retries and uint8 (device-side normalisation) or float

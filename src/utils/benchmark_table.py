@@ -40,14 +40,15 @@ def reference_rows(results_dir: Path, *, data: str, model: str, steps: int) -> l
             with f.open(newline="") as fh:
                 table = list(csv.DictReader(fh))
         except (OSError, csv.Error, UnicodeDecodeError) as e:
-            log.warning("%s: not read as a results table (%s); re-make it with scripts/aggregate_results.py", f, e)
+            log.warning("%s: not read as a results table (%s); re-make it with scripts/aggregate_results.py",
+                        f, e)  # fmt: skip
             continue
         for r in table:
             if (r.get("data"), r.get("model"), r.get("steps")) != (data, model, str(steps)):
                 continue
             if _number(r.get("mIoU_mean")) is None:
-                log.warning("%s: row %s has no mIoU_mean number; re-make it with scripts/aggregate_results.py",
-                            f, r.get("method"))  # fmt: skip
+                log.warning("%s: row %s has no mIoU_mean number; re-make it with "
+                            "scripts/aggregate_results.py", f, r.get("method"))  # fmt: skip
                 continue
             rows.append({**r, "_file": f.name})
     return rows

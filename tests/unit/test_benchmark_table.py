@@ -56,9 +56,8 @@ def test_row_without_a_number_is_left_out_with_a_warning(tmp_path, caplog):
 def test_video_baseline_and_own_row_from_the_same_table(tmp_path):
     video = "tps,synthetic_video,accel_daformer_mitb0,1000,1,{}\n"
     (tmp_path / "a_variant.csv").write_text(HEADER + video.format("9.0,"))
-    (tmp_path / "b_main.csv").write_text(
-        HEADER + "source_only_video,synthetic_video,accel_daformer_mitb0,1000,3,21.0,0.1\n" + video.format("30.0,")
-    )
+    baseline = "source_only_video,synthetic_video,accel_daformer_mitb0,1000,3,21.0,0.1\n"
+    (tmp_path / "b_main.csv").write_text(HEADER + baseline + video.format("30.0,"))
     lines = reference_lines(tmp_path, method="tps", data="synthetic_video", model="accel_daformer_mitb0",
                             steps=1000, miou=29.0)  # fmt: skip
     assert "source only on this setting: 21.0 ± 0.1 (3 seeds, results/b_main.csv)" in lines[1]

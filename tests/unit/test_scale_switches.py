@@ -12,8 +12,9 @@ from tests.conftest import compose_cfg
 
 
 def _module(*overrides: str) -> UDAModule:
-    cfg = compose_cfg("train", ["experiment=source_only_synthetic", "model.head_channels=16", "model.pretrained=null",
-                                "paths.output_dir=/tmp/unused", *overrides])  # fmt: skip
+    cfg = compose_cfg("train", ["experiment=source_only_synthetic", "model.head_channels=16",
+                                "model.pretrained=null", "paths.output_dir=/tmp/unused",
+                                *overrides])  # fmt: skip
     return UDAModule(OmegaConf.to_container(cfg, resolve=True))
 
 

@@ -285,8 +285,8 @@ class VideoUDAModule(UDAModule):
                 pl_aux = None
                 if out_k.aux is not None:  # ŷ_aux: the same TPS labels from the teacher's aux output
                     pl_aux = tps.low_res_labels(out_k.aux, tgt["flow_k"].float(), flipped)
-                else:  # a teacher without an aux head (e.g. a frozen model of another config): a student's aux
-                    pl_aux = pl.y  # output learns the main labels (not nothing until the switch); unused without
+                else:  # a teacher without an aux head (a frozen model of another config): a student's aux
+                    pl_aux = pl.y  # output learns the main labels, not nothing until the switch
                 x_st, xp_st = tps.strong_view(x_t, x_tp, g)
             logs["train/pseudo_confidence"] = pl.p_full.mean()
             if pl.consistent is not None:
@@ -442,6 +442,6 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> U
         # a video checkpoint from before uda.align_corners existed: it was trained and reported with mmseg's
         # align_corners=False, and is evaluated so (not with today's default, ADVENT's True)
         module.align_corners = False
-        log.info("%s: a video checkpoint without uda.align_corners: evaluated with align_corners=False, as it "
-                 "was trained", path)  # fmt: skip
+        log.info("%s: a video checkpoint without uda.align_corners: evaluated with align_corners=False, "
+                 "as it was trained", path)  # fmt: skip
     return module
