@@ -117,6 +117,28 @@ def test_tps_loss_uses_the_low_resolution_hard_labels_and_the_valid_mask():
     assert float(tps.loss(wrong, pl, valid=torch.zeros(1, 16, 32))) == 0.0
 
 
+def test_tps_threshold_weighs_unconfident_labels_zero_in_the_valid_pixel_mean():
+    """uda.pseudo.threshold (ours): pixels of ŷ below τ weigh 0 but stay in the valid-pixel denominator."""
+    logits = torch.zeros(1, 3, 8, 16)
+    logits[:, 1, :, :4] = 10.0  # confident class-1 band (p ≈ 1); the rest uniform (p = 1/3)
+    flow, flipped = _flow(1, 16, 32, 0.0), torch.tensor([False])
+    pl = TemporalPseudoSupervision().labels(logits, flow, flipped, (16, 32))
+    assert pl.p.shape == pl.y.shape
+    assert float(pl.p[..., :4].min()) > 0.99 and float(pl.p[..., 4:].max()) < 0.34
+    wrong = (20.0 * nn.functional.one_hot(pl.y, 3).permute(0, 3, 1, 2).float()).roll(1, dims=1)
+    all_pixels = TemporalPseudoSupervision()
+    tau = TemporalPseudoSupervision(threshold=0.9)
+    full = float(all_pixels.loss(wrong, pl, reduction="valid_pixels"))
+    kept = float(tau.loss(wrong, pl, reduction="valid_pixels"))
+    assert kept == pytest.approx(full * 4 / 16, rel=1e-5)  # 4 of 16 columns confident, mean over all 16
+    # a label tensor (the aux labels) takes the main labels' confidence
+    assert float(tau.loss(wrong, pl.y, confidence=pl.p, reduction="valid_pixels")) == pytest.approx(kept)
+    with pytest.raises(ValueError, match="needs its confidence"):
+        tau.loss(wrong, pl.y)
+    with pytest.raises(ValueError, match=r"uda\.pseudo\.threshold must be in \(0, 1\]"):
+        TemporalPseudoSupervision(threshold=1.5)
+
+
 # ---------------------------------------------------------------------------------------------- video QuadMix
 H = W = 8
 

@@ -219,11 +219,11 @@ class VideoUDAModule(UDAModule):
             return main
         return main + self.aux_weight * (loss_fn or self.ce)(out.aux, y)
 
-    def tps_loss(self, logits: torch.Tensor, labels, valid, consistent=None) -> torch.Tensor:
+    def tps_loss(self, logits: torch.Tensor, labels, valid, consistent=None, confidence=None) -> torch.Tensor:
         """L_TPS of the pseudo-labels (or a ŷ tensor) with the configured reduction and upsampling."""
         return self.pseudo_labeler.loss(
-            logits, labels, valid, consistent=consistent, reduction=self.loss_reduction,
-            align_corners=self.align_corners,
+            logits, labels, valid, consistent=consistent, confidence=confidence,
+            reduction=self.loss_reduction, align_corners=self.align_corners,
         )  # fmt: skip
 
     def clip_loss(self, x: torch.Tensor, x_prev: torch.Tensor, flow: torch.Tensor, y: torch.Tensor,
@@ -291,6 +291,8 @@ class VideoUDAModule(UDAModule):
             logs["train/pseudo_confidence"] = pl.p_full.mean()
             if pl.consistent is not None:
                 logs["train/tps_consistent"] = pl.consistent.float().mean()
+            if tps.threshold is not None:  # the share of ŷ that L_TPS learns (uda.pseudo.threshold)
+                logs["train/tps_confident"] = (pl.p >= tps.threshold).float().mean()
             self.keep_for_panel(x_t=x_t, y_t_hat=pl.y_full)
             if t >= self.tps_start:
                 with stage("tps_fwd"):
@@ -306,7 +308,7 @@ class VideoUDAModule(UDAModule):
                             loss_tps,
                             out_t,
                             pl_aux,
-                            lambda z, p: self.tps_loss(z, p, tgt.get("valid"), pl.consistent),
+                            lambda z, p: self.tps_loss(z, p, tgt.get("valid"), pl.consistent, pl.p),
                         )
                 logs["train/loss_tps"] = (self.lambda_t * loss_tps).detach()
                 loss = loss + self.lambda_t * loss_tps

@@ -124,6 +124,7 @@ class CrossFramePseudoLabels:
     y_key: Tensor  # (B,H,W) long, unwarped prediction of frame t−Δ at the input resolution (ŷ_c)
     p_key: Tensor  # (B,H,W) float32, its confidence (conf_c)
     consistent: Tensor | None = None  # (B,H',W') bool at the flow's resolution: the flow d→b passes the test
+    p: Tensor | None = None  # (B,h,w) float32, the confidence of y (max warped probability at the logit res.)
 
 
 def _mirror(x: Tensor, flipped: Tensor) -> Tensor:
@@ -144,6 +145,8 @@ class TemporalPseudoSupervision:
         key_confidence: ``"prob"`` (max softmax) or ``"logit"`` (reference quirk) for conf_c.
         consistency: keep only the pixels of ŷ whose flow passes the forward–backward test (ours, off).
         consistency_alpha, consistency_beta: α and β of the test (0.01, 0.5 px²).
+        threshold: L_TPS only on the pixels of ŷ whose warped confidence is ≥ this (ours; None = every pixel,
+            the references); the others weigh 0 but stay in the valid-pixel mean (FixMatch's masked mean).
         ignore_index: label value ignored by the loss (255).
     """
 
@@ -159,6 +162,7 @@ class TemporalPseudoSupervision:
         consistency: bool = False,
         consistency_alpha: float = 0.01,
         consistency_beta: float = 0.5,
+        threshold: float | None = None,
         ignore_index: int = 255,
     ) -> None:
         if not 0.0 <= flip_p <= 1.0:
@@ -186,6 +190,9 @@ class TemporalPseudoSupervision:
             )
         self.consistency_alpha = float(consistency_alpha)
         self.consistency_beta = float(consistency_beta)
+        if threshold is not None and not 0.0 < float(threshold) <= 1.0:
+            raise ValueError(f"uda.pseudo.threshold must be in (0, 1] or null, got {threshold}")
+        self.threshold = None if threshold is None else float(threshold)
         self.ignore_index = int(ignore_index)
 
     # ------------------------------------------------------------------ 1. weak view
@@ -238,8 +245,10 @@ class TemporalPseudoSupervision:
             consistent = flow_consistency(
                 flow_k.float(), flow_k_fwd.float(), alpha=self.consistency_alpha, beta=self.consistency_beta
             )
+        p, y = warped.max(dim=1)
         return CrossFramePseudoLabels(
-            y=warped.argmax(dim=1),
+            y=y,
+            p=p,
             y_full=y_full,
             p_full=p_full,
             y_key=y_key,
@@ -308,12 +317,14 @@ class TemporalPseudoSupervision:
         valid: Tensor | None = None,
         *,
         consistent: Tensor | None = None,
+        confidence: Tensor | None = None,
         reduction: str = "all_pixels",
         align_corners: bool = False,
     ) -> Tensor:
         """CE of the student's two-frame logits against the hard cross-frame pseudo-label ŷ (no weighting):
         ``labels.y`` of :meth:`labels` (and its consistency mask), or a ŷ tensor (:meth:`low_res_labels`,
-        with ``consistent`` passed explicitly).
+        with ``consistent`` and, with a ``threshold``, ``confidence`` (the (B,h,w) confidence of the main
+        labels, resized nearest) passed explicitly).
 
         ``valid`` (B,H,W) / (B,1,H,W): optional pseudo-label margin mask of the data pipeline, resized
         (nearest) to ŷ; the consistency mask is area-downsampled to ŷ (kept where >= 0.5). Pixels outside
@@ -332,7 +343,17 @@ class TemporalPseudoSupervision:
             keep = c if keep is None else keep & c
         if keep is not None:
             y = torch.where(keep, y, torch.full_like(y, self.ignore_index))
-        return weighted_cross_entropy(logits, y, ignore_index=self.ignore_index, reduction=reduction,
+        weight = None
+        if self.threshold is not None:
+            if isinstance(labels, CrossFramePseudoLabels) and confidence is None:
+                confidence = labels.p
+            if confidence is None:
+                raise ValueError("uda.pseudo.threshold: L_TPS of a label tensor needs its confidence")
+            if tuple(confidence.shape[-2:]) != tuple(y.shape[-2:]):
+                confidence = F.interpolate(confidence[:, None].float(), size=y.shape[-2:], mode="nearest")
+                confidence = confidence[:, 0]
+            weight = (confidence >= self.threshold).float()
+        return weighted_cross_entropy(logits, y, weight, ignore_index=self.ignore_index, reduction=reduction,
                                       align_corners=align_corners)  # fmt: skip
 
 
