@@ -88,8 +88,13 @@ def test_video_teacher_switch_composes():
 
 def test_video_module_needs_a_two_frame_model():
     cfg = compose_cfg(
-        "train", ["experiment=udass_synthetic_video", "model=daformer_mitb0", "model.pretrained=null",
-                  "paths.output_dir=/x"]
+        "train",
+        [
+            "experiment=udass_synthetic_video",
+            "model=daformer_mitb0",
+            "model.pretrained=null",
+            "paths.output_dir=/x",
+        ],
     )
     with pytest.raises(ValueError, match="model=accel_daformer_mitb0"):
         build_module(OmegaConf.to_container(cfg, resolve=True))
@@ -196,8 +201,12 @@ def test_hrda_synthetic_experiments_build_the_hrda_host(experiment):
     """The synthetic HRDA setting is the paper's geometry / 8 and builds an HRDA student and teacher."""
     from src.models.hrda import HRDASegmentor
 
-    overrides = [f"experiment={experiment}", "paths.output_dir=/tmp/x", "model.head_channels=16",
-                 "model.pretrained=null"]
+    overrides = [
+        f"experiment={experiment}",
+        "paths.output_dir=/tmp/x",
+        "model.head_channels=16",
+        "model.pretrained=null",
+    ]
     cfg = compose_cfg("train", overrides)
     assert list(cfg.data.crop_size) == [128, 128] and list(cfg.model.hrda.hr_crop_size) == [64, 64]
     assert list(cfg.data.target_pseudo_margins) == [4, 30, 4, 4] and cfg.uda.mask.masker.block_size == 8

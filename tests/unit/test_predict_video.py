@@ -42,8 +42,13 @@ def _fusion(c: int, current: float, previous: float) -> torch.Tensor:
 def _save_ckpt(path: Path, *, fused: bool) -> Path:
     """A TPS checkpoint (two-frame student + EMA teacher); `fused`: both fusion layers lean on frame t−1."""
     cfg = compose_cfg(
-        "train", ["experiment=tps_synthetic_video", "paths.output_dir=/tmp/x", "model.head_channels=16",
-                  "model.pretrained=null"]
+        "train",
+        [
+            "experiment=tps_synthetic_video",
+            "paths.output_dir=/tmp/x",
+            "model.head_channels=16",
+            "model.pretrained=null",
+        ],
     )
     cfg = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(0)
