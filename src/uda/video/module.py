@@ -292,7 +292,7 @@ class VideoUDAModule(UDAModule):
             if pl.consistent is not None:
                 logs["train/tps_consistent"] = pl.consistent.float().mean()
             if tps.threshold is not None:  # the share of ŷ that L_TPS learns (uda.pseudo.threshold)
-                logs["train/tps_confident"] = (pl.p >= tps.threshold).float().mean()
+                logs["train/tps_confident"] = tps.confident(pl.p).float().mean()
             self.keep_for_panel(x_t=x_t, y_t_hat=pl.y_full)
             if t >= self.tps_start:
                 with stage("tps_fwd"):

@@ -195,6 +195,12 @@ class TemporalPseudoSupervision:
         self.threshold = None if threshold is None else float(threshold)
         self.ignore_index = int(ignore_index)
 
+    def confident(self, confidence: Tensor) -> Tensor:
+        """The pixels L_TPS learns under ``threshold`` (bool, confidence ≥ τ; all of them without one)."""
+        if self.threshold is None:
+            return torch.ones_like(confidence, dtype=torch.bool)
+        return confidence >= self.threshold
+
     # ------------------------------------------------------------------ 1. weak view
     def weak_view(
         self, x_k: Tensor, x_k_prev: Tensor, flow_k_prev: Tensor, generator: torch.Generator
@@ -352,7 +358,7 @@ class TemporalPseudoSupervision:
             if tuple(confidence.shape[-2:]) != tuple(y.shape[-2:]):
                 confidence = F.interpolate(confidence[:, None].float(), size=y.shape[-2:], mode="nearest")
                 confidence = confidence[:, 0]
-            weight = (confidence >= self.threshold).float()
+            weight = self.confident(confidence).float()
         return weighted_cross_entropy(logits, y, weight, ignore_index=self.ignore_index, reduction=reduction,
                                       align_corners=align_corners)  # fmt: skip
 
