@@ -385,6 +385,37 @@ def test_switch_teacher_labels_with_the_frozen_model_then_the_student(tmp_path):
     assert SwitchTeacher(student=student, switch_step=400.0).switch_step == 400  # a whole float is a step
 
 
+def test_switch_teacher_with_a_mean_teacher_after_the_switch():
+    torch.manual_seed(0)
+    student = _temporal()
+    teacher = SwitchTeacher(student=student, switch_step=2, after_switch="ema", alpha=0.75)
+    assert teacher.update(student, 0) == 0.0 and teacher.update(student, 1) == 0.0
+    with teacher.pseudo_label_model() as m:
+        assert m.model is teacher.model  # the frozen model before the switch
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    at_switch = [p.clone() for p in student.parameters()]
+    assert teacher.update(student, 2) == 0.0  # the switch: the mean teacher = the student's copy
+    assert all(torch.equal(a, b) for a, b in zip(at_switch, teacher.ema.parameters()))
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(4.0)
+    assert teacher.update(student, 3) == 0.75
+    # 0.75 * w + 0.25 * (w + 4) = w + 1, by hand
+    assert all(torch.allclose(e, a + 1.0) for e, a in zip(teacher.ema.parameters(), at_switch))
+    student.train()
+    with teacher.pseudo_label_model() as m:
+        assert m.model is teacher.ema and not teacher.ema.backbone.drop.training
+    assert student.backbone.drop.training
+    assert any(k.startswith("ema.") for k in teacher.state_dict())  # resumed runs keep the mean teacher
+    assert not any(k.startswith("ema.") for k in SwitchTeacher(student=student).state_dict())
+    with pytest.raises(ValueError, match="uda.teacher.after_switch must be one of"):
+        SwitchTeacher(student=student, after_switch="mean")
+    with pytest.raises(ValueError, match=r"uda.teacher.alpha must be in \[0, 1\]"):
+        SwitchTeacher(student=student, after_switch="ema", alpha=1.5)
+
+
 # ----------------------------------------------------------------------------------------- best checkpoint
 def test_best_checkpoint_keeps_the_best_validation_by_the_protocol_subset():
     best = BestCheckpoint()

@@ -31,6 +31,9 @@ An option next to the default EMA teacher (src/uda/teacher.py): ``uda/teacher=sw
   the reference's ``model_tps`` is in eval mode, udass.md §2.5c: its running statistics stay those of the
   checkpoint), of the student in train (``bn_mode="train"``, the reference labels with its train-mode student)
   or eval; when the student is the teacher its modes are restored afterwards.
+- ``after_switch`` (ours, not in the references): ``student`` (the references) or ``ema``: from the switch on
+  a mean teacher labels, the student's copy at the switch step averaged at ``alpha`` at every later step
+  (src/uda/teacher.py's rule without the ramp), as the image methods' teacher (daformer_mic.md §1.4).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from src.utils.phases import as_step
 from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load_weights_file
 
 CHECKPOINT_PARTS = ("student", "teacher")
+AFTER_SWITCH = ("student", "ema")
 _PREFIX = {"student": "student.", "teacher": "teacher.model."}
 
 
@@ -222,8 +226,14 @@ class SwitchTeacher(nn.Module):
         frozen_bn_mode: str = "eval",
         checkpoint_part: str = "student",
         input_norm: str = "imagenet",
+        after_switch: str = "student",
+        alpha: float = 0.999,
     ) -> None:
         super().__init__()
+        if after_switch not in AFTER_SWITCH:
+            raise ValueError(f"uda.teacher.after_switch must be one of {AFTER_SWITCH}, got {after_switch!r}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"uda.teacher.alpha must be in [0, 1], got {alpha}")
         for key, mode in (("bn_mode", bn_mode), ("frozen_bn_mode", frozen_bn_mode)):
             if mode not in ("train", "eval"):
                 raise ValueError(f"uda.teacher.{key} must be 'train' or 'eval', got {mode!r}")
@@ -285,11 +295,20 @@ class SwitchTeacher(nn.Module):
         )
         self._student: list[nn.Module] = [student]  # a plain reference: not a submodule, not in state_dict
         self._step = 0
+        self.after_switch = after_switch
+        self.alpha = float(alpha)
+        #: after_switch="ema" (ours): the mean teacher of the student from the switch on, saved in checkpoints
+        self.ema: nn.Module | None = None
+        if after_switch == "ema":
+            self.ema = copy.deepcopy(student)
+            self.ema.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> float:
         """Called at the start of every step: remembers the step and the student; step 0 sets the frozen
-        model (the checkpoint, or a copy of the student's initial weights). Returns 0 (no averaging)."""
+        model (the checkpoint, or a copy of the student's initial weights). Returns 0 (no averaging); with
+        ``after_switch="ema"`` the switch step copies the student into the mean teacher and every later step
+        averages it at ``alpha`` (the α used is returned)."""
         self._student = [student]
         self._step = int(step)
         if step == 0:
@@ -300,7 +319,18 @@ class SwitchTeacher(nn.Module):
                 )  # fmt: skip
             else:  # the student's initial weights and buffers (BatchNorm statistics)
                 self.model.load_state_dict(student.state_dict())
+        if self.ema is not None and step >= self.switch_step:
+            return self._update_ema(student, step)
         return 0.0
+
+    def _update_ema(self, student: nn.Module, step: int) -> float:
+        if step == self.switch_step:  # the mean teacher starts as the student of the switch (buffers too)
+            self.ema.load_state_dict(student.state_dict())
+            return 0.0
+        t, s = list(self.ema.parameters()), [p.detach() for p in student.parameters()]
+        torch._foreach_mul_(t, self.alpha)
+        torch._foreach_add_(t, s, alpha=1.0 - self.alpha)
+        return self.alpha
 
     @property
     def uses_student(self) -> bool:
@@ -320,6 +350,10 @@ class SwitchTeacher(nn.Module):
         if not self.uses_student:
             self.set_pseudo_label_mode()
             yield InputAdapted(self.model, self.input_norm)
+            return
+        if self.ema is not None:
+            _pseudo_label_modes(self.ema, self.bn_mode)
+            yield InputAdapted(self.ema, "imagenet")
             return
         student = self._student[0]
         modes = [(m, m.training) for m in student.modules()]
