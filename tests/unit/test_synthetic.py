@@ -174,6 +174,35 @@ def test_gap_zero_renders_the_target_like_the_source() -> None:
     np.testing.assert_allclose(d[1], d[2] / 2, rtol=1e-5)
 
 
+def test_thing_gap_scales_only_the_thing_palettes_and_sizes(tmp_path: Path) -> None:
+    src, full = syn.domain_style("source"), syn.domain_style("target", 1.0)
+    no_things = syn.domain_style("target", 1.0, 0.0)
+    for k in syn._SOURCE_COLOURS:
+        expected = src.colours[k] if k in syn.THING_MATERIALS else full.colours[k]
+        np.testing.assert_array_equal(no_things.colours[k], expected)
+    assert "car" in syn.THING_MATERIALS and "road" not in syn.THING_MATERIALS
+    assert no_things.obj_scale == src.obj_scale == 1.0 < full.obj_scale
+    # every other difference is the full gap's
+    assert (no_things.horizon, no_things.noise, no_things.texture, no_things.hood) == (
+        full.horizon,
+        full.noise,
+        full.texture,
+        full.hood,
+    )
+    same = syn.domain_style("target", 1.0, 1.0)  # thing_gap = gap is the default
+    assert same.obj_scale == full.obj_scale
+    assert all(np.array_equal(same.colours[k], full.colours[k]) for k in full.colours)
+    np.testing.assert_array_equal(syn.domain_style("target", 0.0, 1.0).colours["road"], src.colours["road"])
+    with pytest.raises(ValueError, match="thing_gap must be >= 0"):
+        syn.domain_style("target", 1.0, -0.5)
+    # the manifest records thing_gap only when it is set (the default data's manifest is unchanged)
+    root = generate_synthetic_dataset(tmp_path / "tg", **SMALL, thing_gap=0.0)
+    params = json.loads((root / "manifest.json").read_text())["params"]
+    assert params == {**SMALL, "gap": 1.0, "thing_gap": 0.0}
+    e_img, _ = render_scene(syn._split_rng(5, "val", 1), domain="target", height=32, width=64, thing_gap=0.0)
+    np.testing.assert_array_equal(_read(root / "val/images/00001.png"), e_img)
+
+
 # ------------------------------------------------------------------------------------------- on-disk data
 SMALL = dict(num_source=3, num_target=2, num_val=2, height=32, width=64, seed=5)
 

@@ -23,7 +23,11 @@ confidence-weighted pseudo-labels) continued from the source-only model for 500 
 val, against 0.21 for source-only training with the same number of extra steps.
 
 ``gap`` (default 1.0) scales every target-side difference linearly: ``gap=0`` renders the target exactly
-like the source, values above 1 extrapolate. Thing classes follow a long-tailed pixel frequency like
+like the source, values above 1 extrapolate. ``thing_gap`` (default: ``gap``) scales, instead of ``gap``, the
+two differences that concern only the thing classes: their palettes (``THING_MATERIALS``: paint, clothes,
+skin, ...) and their size (``obj_scale``); ``thing_gap=0`` keeps every other difference (stuff palettes,
+textures, camera, lighting, noise, hood) and draws the target's vehicles and people like the source's (a
+factor study of the gap, README "Results"). Thing classes follow a long-tailed pixel frequency like
 GTA5's (car >> person > truck, bus > rider, motorcycle, bicycle, train) so rare-class sampling matters.
 
 On disk (the generic folder format read by ``src.data.datasets.folder``)::
@@ -145,6 +149,12 @@ _TARGET_COLOURS: dict[str, list[tuple[int, int, int]]] = {
     "hood": [(150, 152, 156)],
 }  # fmt: skip
 
+#: Materials of the thing classes only: their target palettes follow ``thing_gap`` (module docstring).
+THING_MATERIALS = frozenset(
+    {"skin", "hair", "cloth", "car", "glass", "tire", "taillight", "headlight", "truck", "bus", "train",
+     "moto", "bike"}
+)  # fmt: skip
+
 # Target-only noise textures per class: amplitudes of (low-frequency blotches, mid-frequency grain such as
 # leaves, pixel grain), as a relative modulation of brightness at gap = 1.
 _TEXTURE = np.zeros((256, 3), np.float32)
@@ -178,22 +188,27 @@ class DomainStyle:
 
 
 @lru_cache(maxsize=16)
-def domain_style(domain: str, gap: float = 1.0) -> DomainStyle:
-    """The style of `domain`; the target's differences from the source are scaled by `gap`."""
+def domain_style(domain: str, gap: float = 1.0, thing_gap: float | None = None) -> DomainStyle:
+    """The style of `domain`; the target's differences from the source are scaled by `gap`, those of the
+    thing classes' palettes and size by `thing_gap` (None: `gap`)."""
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     g = float(gap) if domain == "target" else 0.0
     if g < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
+    if thing_gap is not None and thing_gap < 0:
+        raise ValueError(f"thing_gap must be >= 0 or None, got {thing_gap}")
+    tg = g if thing_gap is None or domain != "target" else float(thing_gap)
     colours = {
-        k: np.asarray(src, np.float32) + g * (np.asarray(_TARGET_COLOURS[k], np.float32) - np.asarray(src))
+        k: np.asarray(src, np.float32)
+        + (tg if k in THING_MATERIALS else g) * (np.asarray(_TARGET_COLOURS[k], np.float32) - np.asarray(src))
         for k, src in _SOURCE_COLOURS.items()
     }
     return DomainStyle(
         colours={k: np.clip(v, 0, 255) for k, v in colours.items()},
         horizon=0.46 - 0.07 * g,
         cam_height=max(0.6, 1.6 - 0.3 * g),
-        obj_scale=1.0 + 0.25 * g,
+        obj_scale=1.0 + 0.25 * tg,
         jitter=10.0,
         texture=g,
         noise=4.0 * g,
@@ -1283,16 +1298,23 @@ def _postprocess(s: _Scene) -> np.ndarray:
 
 
 def render_scene(
-    rng: np.random.Generator, *, domain: str, height: int, width: int, gap: float = 1.0
+    rng: np.random.Generator,
+    *,
+    domain: str,
+    height: int,
+    width: int,
+    gap: float = 1.0,
+    thing_gap: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one street scene. Returns (image HxWx3 uint8 RGB, label HxW uint8 train ids, 255 = ignore).
 
     The output depends only on the state of `rng` and the arguments. `gap` scales the target domain's
-    difference from the source (0 = identical distributions); it is ignored for the source.
+    difference from the source (0 = identical distributions), `thing_gap` that of the thing classes' palettes
+    and size (None: `gap`); both are ignored for the source.
     """
     if height < 8 or width < 8:
         raise ValueError(f"image size must be at least 8x8, got {height}x{width}")
-    style = domain_style(domain, float(gap))
+    style = domain_style(domain, float(gap), None if thing_gap is None else float(thing_gap))
     s = _Scene(rng, style, height, width)
     L = _sample_layout(rng)
     _paint_sky(s)
@@ -1324,11 +1346,12 @@ def _stem(index: int) -> str:
     return f"{index:05d}"
 
 
-def _render_and_write(job: tuple[str, str, int, int, int, int, float]) -> None:
-    root, split, index, seed, height, width, gap = job
+def _render_and_write(job: tuple[str, str, int, int, int, int, float, float | None]) -> None:
+    root, split, index, seed, height, width, gap, thing_gap = job
     img, lbl = render_scene(
-        _split_rng(seed, split, index), domain=SPLIT_DOMAIN[split], height=height, width=width, gap=gap
-    )
+        _split_rng(seed, split, index), domain=SPLIT_DOMAIN[split], height=height, width=width, gap=gap,
+        thing_gap=thing_gap,
+    )  # fmt: skip
     base = Path(root) / split
     for path, arr in (
         (base / "images" / f"{_stem(index)}.png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR)),
@@ -1339,9 +1362,16 @@ def _render_and_write(job: tuple[str, str, int, int, int, int, float]) -> None:
 
 
 def _params(
-    num_source: int, num_target: int, num_val: int, height: int, width: int, seed: int, gap: float
+    num_source: int,
+    num_target: int,
+    num_val: int,
+    height: int,
+    width: int,
+    seed: int,
+    gap: float,
+    thing_gap: float | None = None,
 ) -> dict:
-    return {
+    params = {
         "num_source": int(num_source),
         "num_target": int(num_target),
         "num_val": int(num_val),
@@ -1350,6 +1380,9 @@ def _params(
         "seed": int(seed),
         "gap": float(gap),
     }
+    if thing_gap is not None:  # recorded only when set: the default data's manifest stays as it was
+        params["thing_gap"] = float(thing_gap)
+    return params
 
 
 def generate_synthetic_dataset(
@@ -1362,6 +1395,7 @@ def generate_synthetic_dataset(
     width: int = 256,
     seed: int = 0,
     gap: float = 1.0,
+    thing_gap: float | None = None,
     num_workers: int = 1,
 ) -> Path:
     """Render the dataset into ROOT (replacing what is there) and return ROOT.
@@ -1371,13 +1405,18 @@ def generate_synthetic_dataset(
     for any `num_workers`.
     """
     root = Path(root).expanduser().resolve()
-    params = _params(num_source, num_target, num_val, height, width, seed, gap)
+    params = _params(num_source, num_target, num_val, height, width, seed, gap, thing_gap)
     if min(num_source, num_target, num_val) < 0:
         raise ValueError(f"image counts must be >= 0, got {split_counts(params)}")
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
+    if thing_gap is not None and thing_gap < 0:
+        raise ValueError(f"thing_gap must be >= 0 or null, got {thing_gap}")
     counts = split_counts(params)
-    jobs = [(str(root), s, i, seed, height, width, float(gap)) for s, n in counts.items() for i in range(n)]
+    tg = params.get("thing_gap")
+    jobs = [
+        (str(root), s, i, seed, height, width, float(gap), tg) for s, n in counts.items() for i in range(n)
+    ]
     manifest = {
         "splits": {split: {"domain": SPLIT_DOMAIN[split], "count": n} for split, n in counts.items()},
         "layout": "{split}/images/NNNNN.png (RGB), {split}/labels/NNNNN.png (train ids, 255 = ignore)",
@@ -1415,11 +1454,12 @@ def ensure_synthetic_dataset(
     width: int = 256,
     seed: int = 0,
     gap: float = 1.0,
+    thing_gap: float | None = None,
     num_workers: int = 1,
 ) -> Path:
     """Return ROOT at once when it holds the dataset for these parameters; (re)generate it otherwise."""
     root = Path(root).expanduser().resolve()
-    params = _params(num_source, num_target, num_val, height, width, seed, gap)
+    params = _params(num_source, num_target, num_val, height, width, seed, gap, thing_gap)
     why = _check(root, params)
     if why is None:
         log.debug("synthetic dataset at %s is up to date", root)
