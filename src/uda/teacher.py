@@ -35,6 +35,21 @@ def _is_dropout(m: nn.Module) -> bool:
     return isinstance(m, _DropoutNd) or type(m).__name__ in _DROP_PATH_NAMES
 
 
+def average_into(model: nn.Module, student: nn.Module, alpha: float) -> None:
+    """model ← alpha · model + (1 − alpha) · student, parameter by parameter (the mean teacher's rule,
+    daformer_mic.md §1.4); the architectures must match (one-line error naming the first mismatch)."""
+    t = list(model.parameters())
+    s = list(student.parameters())
+    if len(t) != len(s):
+        raise ValueError(f"teacher has {len(t)} parameters, student {len(s)}: not the same architecture")
+    for i, (a, b) in enumerate(zip(t, s)):
+        if a.shape != b.shape:
+            raise ValueError(f"parameter {i}: teacher shape {tuple(a.shape)} != student {tuple(b.shape)}")
+    s = [p.detach().to(dtype=q.dtype, device=q.device) for p, q in zip(s, t)]
+    torch._foreach_mul_(t, alpha)
+    torch._foreach_add_(t, s, alpha=1.0 - alpha)
+
+
 class EMATeacher(nn.Module):
     """Exponential-moving-average teacher (DACS / DAFormer / MIC, daformer_mic.md §1.2, §1.4).
 
@@ -60,30 +75,16 @@ class EMATeacher(nn.Module):
         """EMA ramp: min(1 − 1/(step + 1), alpha) with the 0-based step."""
         return min(1.0 - 1.0 / (step + 1), alpha)
 
-    def _param_pairs(self, student: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
-        t = list(self.model.parameters())
-        s = list(student.parameters())
-        if len(t) != len(s):
-            raise ValueError(f"teacher has {len(t)} parameters, student {len(s)}: not the same architecture")
-        for i, (a, b) in enumerate(zip(t, s)):
-            if a.shape != b.shape:
-                raise ValueError(f"parameter {i}: teacher shape {tuple(a.shape)} != student {tuple(b.shape)}")
-        return t, s
-
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> float:
         """Step 0: copy the student's parameters; else EMA over parameters. Returns the α used.
 
         With ``warm_start``: EMA at ``alpha`` at every step, step 0 included."""
-        t, s = self._param_pairs(student)
-        s = [p.detach().to(dtype=q.dtype, device=q.device) for p, q in zip(s, t)]
         if step == 0 and not self.warm_start:
-            for q, p in zip(t, s):
-                q.copy_(p)
+            average_into(self.model, student, 0.0)  # alpha 0: the student's copy
             return 0.0
         a = self.alpha if self.warm_start else self.alpha_at(step, self.alpha)
-        torch._foreach_mul_(t, a)
-        torch._foreach_add_(t, s, alpha=1.0 - a)
+        average_into(self.model, student, a)
         return a
 
     def set_pseudo_label_mode(self) -> None:

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from src.models.tps_checkpoint import INPUT_NORMS, caffe_bgr_from_imagenet, is_tps_layout, tps_to_ours
-from src.uda.teacher import _is_dropout
+from src.uda.teacher import _is_dropout, average_into
 from src.utils.phases import as_step
 from src.utils.safe_load import check_checkpoint_config, checkpoint_config, load_weights_file
 
@@ -327,9 +327,7 @@ class SwitchTeacher(nn.Module):
         if step == self.switch_step:  # the mean teacher starts as the student of the switch (buffers too)
             self.ema.load_state_dict(student.state_dict())
             return 0.0
-        t, s = list(self.ema.parameters()), [p.detach() for p in student.parameters()]
-        torch._foreach_mul_(t, self.alpha)
-        torch._foreach_add_(t, s, alpha=1.0 - self.alpha)
+        average_into(self.ema, student, self.alpha)
         return self.alpha
 
     @property
