@@ -3,10 +3,11 @@
     python scripts/confusion_summary.py RUN_DIR [RUN_DIR ...] [--classes car truck] [--top 3]
 
 Each RUN_DIR is a training run (its ``results.json`` names the method, its last
-``val_dashboard/step*_confusion.csv`` is read; a multirun folder stands for its runs). Per method (the seeds
-summed): the share of the thing classes' pixels (``src.data.classes.THING_CLASSES``) predicted right and
-the share predicted as the most frequent wrong class, then, per class of ``--classes``, its ``--top``
-predictions. Read-only; prints a markdown table. Used for the per-class evidence of the README's results.
+``val_dashboard/step*_confusion.csv`` is read); any other folder stands for every run below it. Per method
+(the seeds summed): the share of the thing classes' pixels (``src.data.classes.THING_CLASSES``) predicted
+right and the share predicted as the most frequent wrong class, then, per class of ``--classes``, its
+``--top`` predictions. Read-only; prints a markdown table. Used for the per-class evidence of the README's
+results.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _runs(paths: list[Path]) -> list[Path]:
         if (p / "results.json").is_file():
             out.append(p)
         else:
-            found = sorted(q.parent for q in p.glob("*/results.json"))
+            found = sorted(q.parent for q in p.rglob("results.json"))  # as aggregate_results.load_results
             if not found:
                 raise SystemExit(f"{p}: neither a run (results.json) nor a folder of runs")
             out.extend(found)

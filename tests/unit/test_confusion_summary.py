@@ -38,7 +38,7 @@ def test_sums_seeds_and_names_the_sink(tmp_path, capsys):
     b = np.zeros((19, 19))
     b[car, car], b[car, bus], b[bus, bus] = 50, 30, 20  # seed 1
     _run(tmp_path / "multi" / "0", "dacs", 0, a)
-    _run(tmp_path / "multi" / "1", "dacs", 1, b)
+    _run(tmp_path / "multi" / "sub" / "1", "dacs", 1, b)  # found at any depth, as aggregate_results does
     assert _load().main([str(tmp_path / "multi"), "--classes", "car", "--top", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     # thing pixels: car 100 + 80, bus 20 -> right (30 + 50 + 20) / 200 = 50 %, building 70 / 200 = 35 %;
@@ -46,5 +46,6 @@ def test_sums_seeds_and_names_the_sink(tmp_path, capsys):
     assert out[2] == "| dacs | 0,1 | 50% | building 35% | car 44%, building 39% |"
     with pytest.raises(SystemExit, match="unknown class 'cars'"):
         _load().main([str(tmp_path / "multi"), "--classes", "cars"])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="neither a run"):
-        _load().main([str(tmp_path)])
+        _load().main([str(tmp_path / "empty")])

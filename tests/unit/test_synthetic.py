@@ -195,6 +195,9 @@ def test_thing_gap_scales_only_the_thing_palettes_and_sizes(tmp_path: Path) -> N
     np.testing.assert_array_equal(syn.domain_style("target", 0.0, 1.0).colours["road"], src.colours["road"])
     with pytest.raises(ValueError, match="thing_gap must be >= 0"):
         syn.domain_style("target", 1.0, -0.5)
+    with pytest.raises(ValueError, match="thing_gap must be >= 0"):  # checked before anything is written
+        generate_synthetic_dataset(tmp_path / "neg", **SMALL, thing_gap=-0.5)
+    assert not (tmp_path / "neg").exists()
     # the manifest records thing_gap only when it is set (the default data's manifest is unchanged)
     root = generate_synthetic_dataset(tmp_path / "tg", **SMALL, thing_gap=0.0)
     params = json.loads((root / "manifest.json").read_text())["params"]

@@ -197,7 +197,7 @@ def domain_style(domain: str, gap: float = 1.0, thing_gap: float | None = None) 
     if g < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
     if thing_gap is not None and thing_gap < 0:
-        raise ValueError(f"thing_gap must be >= 0 or None, got {thing_gap}")
+        raise ValueError(f"thing_gap must be >= 0 or null (= gap), got {thing_gap}")
     tg = g if thing_gap is None or domain != "target" else float(thing_gap)
     colours = {
         k: np.asarray(src, np.float32)
@@ -1408,10 +1408,7 @@ def generate_synthetic_dataset(
     params = _params(num_source, num_target, num_val, height, width, seed, gap, thing_gap)
     if min(num_source, num_target, num_val) < 0:
         raise ValueError(f"image counts must be >= 0, got {split_counts(params)}")
-    if gap < 0:
-        raise ValueError(f"gap must be >= 0, got {gap}")
-    if thing_gap is not None and thing_gap < 0:
-        raise ValueError(f"thing_gap must be >= 0 or null, got {thing_gap}")
+    domain_style("target", float(gap), None if thing_gap is None else float(thing_gap))  # checks both, early
     counts = split_counts(params)
     tg = params.get("thing_gap")
     jobs = [
