@@ -6,7 +6,8 @@ parameters, unless --force is given.
 
 Usage:
     python scripts/make_synthetic.py ROOT [--num-source 400] [--num-target 400] [--num-val 100]
-        [--height 128] [--width 256] [--seed 0] [--gap 1.0] [--thing-gap G] [--workers 1] [--force]
+        [--height 128] [--width 256] [--seed 0] [--gap 1.0] [--thing-gap G] [--palette-gap G]
+        [--workers 1] [--force]
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thing-gap", type=float, default=None,
                     help="gap of the thing classes' palettes and size only (default: --gap); 0 draws the "
                     "target's vehicles and people like the source's, the rest kept")  # fmt: skip
+    ap.add_argument("--palette-gap", type=float, default=None,
+                    help="gap of the other materials' palettes (road, building, vegetation, ...; default: "
+                    "--gap); --gap then scales textures, camera, lighting, noise and hood")  # fmt: skip
     ap.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     ap.add_argument("--force", action="store_true", help="regenerate even when ROOT is up to date")
     args = ap.parse_args(argv)
@@ -41,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
     params = dict(num_source=args.num_source, num_target=args.num_target, num_val=args.num_val,
                   height=args.height, width=args.width, seed=args.seed, gap=args.gap)  # fmt: skip
-    if args.thing_gap is not None:
-        params["thing_gap"] = args.thing_gap
+    for key in ("thing_gap", "palette_gap"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
     make = generate_synthetic_dataset if args.force else ensure_synthetic_dataset
     root = make(args.root, **params, num_workers=args.workers)
     print(f"synthetic dataset ready at {root}")

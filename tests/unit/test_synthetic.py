@@ -206,6 +206,35 @@ def test_thing_gap_scales_only_the_thing_palettes_and_sizes(tmp_path: Path) -> N
     np.testing.assert_array_equal(_read(root / "val/images/00001.png"), e_img)
 
 
+
+def test_palette_gap_scales_only_the_stuff_palettes(tmp_path: Path) -> None:
+    src, full = syn.domain_style("source"), syn.domain_style("target", 1.0)
+    s = syn.domain_style("target", 1.0, None, 1.5)
+    for k in syn._SOURCE_COLOURS:
+        if k in syn.THING_MATERIALS:  # the thing palettes follow thing_gap (here: gap)
+            np.testing.assert_array_equal(s.colours[k], full.colours[k])
+        else:  # 1.5x the way from the source colour to the target's (before the 0-255 clip)
+            want = np.clip(src.colours[k] + 1.5 * (full.colours[k] - src.colours[k]), 0, 255)
+            np.testing.assert_allclose(s.colours[k], want, atol=1e-3)
+    assert (s.horizon, s.noise, s.obj_scale) == (full.horizon, full.noise, full.obj_scale)
+    # gap 0 with a palette gap: the target's stuff colours only, no textures, camera or lighting changes
+    only = syn.domain_style("target", 0.0, 0.0, 1.0)
+    np.testing.assert_array_equal(only.colours["road"], full.colours["road"])
+    assert (only.noise, only.texture, only.horizon) == (src.noise, src.texture, src.horizon)
+    src2 = syn.domain_style("source", 1.0, 0.3, 1.5)  # the source ignores every gap
+    assert all(np.array_equal(src2.colours[k], src.colours[k]) for k in src.colours)
+    assert (src2.noise, src2.obj_scale, src2.horizon) == (src.noise, src.obj_scale, src.horizon)
+    with pytest.raises(ValueError, match="palette_gap must be >= 0"):
+        generate_synthetic_dataset(tmp_path / "neg", **SMALL, palette_gap=-1.0)
+    root = generate_synthetic_dataset(tmp_path / "pg", **SMALL, thing_gap=0.3, palette_gap=1.5)
+    params = json.loads((root / "manifest.json").read_text())["params"]
+    assert params == {**SMALL, "gap": 1.0, "thing_gap": 0.3, "palette_gap": 1.5}
+    e_img, e_lbl = render_scene(
+        syn._split_rng(5, "val", 1), domain="target", height=32, width=64, thing_gap=0.3, palette_gap=1.5
+    )
+    np.testing.assert_array_equal(_read(root / "val/images/00001.png"), e_img)
+    np.testing.assert_array_equal(_read(root / "val/labels/00001.png"), e_lbl)
+
 # ------------------------------------------------------------------------------------------- on-disk data
 SMALL = dict(num_source=3, num_target=2, num_val=2, height=32, width=64, seed=5)
 

@@ -26,8 +26,11 @@ val, against 0.21 for source-only training with the same number of extra steps.
 like the source, values above 1 extrapolate. ``thing_gap`` (default: ``gap``) scales, instead of ``gap``, the
 two differences that concern only the thing classes: their palettes (``THING_MATERIALS``: paint, clothes,
 skin, ...) and their size (``obj_scale``); ``thing_gap=0`` keeps every other difference (stuff palettes,
-textures, camera, lighting, noise, hood) and draws the target's vehicles and people like the source's (a
-factor study of the gap, README "Results"). Thing classes follow a long-tailed pixel frequency like
+textures, camera, lighting, noise, hood) and draws the target's vehicles and people like the source's.
+``palette_gap`` (default: ``gap``) scales, instead of ``gap``, the palettes of the other materials (road,
+building, vegetation, sky, ...); ``gap`` then drives what is left: textures, camera, lighting, noise, blur,
+hood. Factor studies of the gap, README "Results"; palettes above 1 extrapolate past the hand-picked target
+colours (vegetation turns brown at 1.5). Thing classes follow a long-tailed pixel frequency like
 GTA5's (car >> person > truck, bus > rider, motorcycle, bicycle, train) so rare-class sampling matters.
 
 On disk (the generic folder format read by ``src.data.datasets.folder``)::
@@ -188,20 +191,26 @@ class DomainStyle:
 
 
 @lru_cache(maxsize=16)
-def domain_style(domain: str, gap: float = 1.0, thing_gap: float | None = None) -> DomainStyle:
+def domain_style(
+    domain: str, gap: float = 1.0, thing_gap: float | None = None, palette_gap: float | None = None
+) -> DomainStyle:
     """The style of `domain`; the target's differences from the source are scaled by `gap`, those of the
-    thing classes' palettes and size by `thing_gap` (None: `gap`)."""
+    thing classes' palettes and size by `thing_gap`, those of the other palettes by `palette_gap` (None:
+    `gap`)."""
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     g = float(gap) if domain == "target" else 0.0
     if g < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    if thing_gap is not None and thing_gap < 0:
-        raise ValueError(f"thing_gap must be >= 0 or null (= gap), got {thing_gap}")
+    for key, value in (("thing_gap", thing_gap), ("palette_gap", palette_gap)):
+        if value is not None and value < 0:
+            raise ValueError(f"{key} must be >= 0 or null (= gap), got {value}")
     tg = g if thing_gap is None or domain != "target" else float(thing_gap)
+    pg = g if palette_gap is None or domain != "target" else float(palette_gap)
     colours = {
         k: np.asarray(src, np.float32)
-        + (tg if k in THING_MATERIALS else g) * (np.asarray(_TARGET_COLOURS[k], np.float32) - np.asarray(src))
+        + (tg if k in THING_MATERIALS else pg)
+        * (np.asarray(_TARGET_COLOURS[k], np.float32) - np.asarray(src))
         for k, src in _SOURCE_COLOURS.items()
     }
     return DomainStyle(
@@ -1305,16 +1314,17 @@ def render_scene(
     width: int,
     gap: float = 1.0,
     thing_gap: float | None = None,
+    palette_gap: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one street scene. Returns (image HxWx3 uint8 RGB, label HxW uint8 train ids, 255 = ignore).
 
     The output depends only on the state of `rng` and the arguments. `gap` scales the target domain's
     difference from the source (0 = identical distributions), `thing_gap` that of the thing classes' palettes
-    and size (None: `gap`); both are ignored for the source.
+    and size, `palette_gap` that of the other palettes (None: `gap`); all are ignored for the source.
     """
     if height < 8 or width < 8:
         raise ValueError(f"image size must be at least 8x8, got {height}x{width}")
-    style = domain_style(domain, float(gap), None if thing_gap is None else float(thing_gap))
+    style = domain_style(domain, float(gap), _opt(thing_gap), _opt(palette_gap))
     s = _Scene(rng, style, height, width)
     L = _sample_layout(rng)
     _paint_sky(s)
@@ -1346,11 +1356,15 @@ def _stem(index: int) -> str:
     return f"{index:05d}"
 
 
-def _render_and_write(job: tuple[str, str, int, int, int, int, float, float | None]) -> None:
-    root, split, index, seed, height, width, gap, thing_gap = job
+def _opt(x: float | None) -> float | None:
+    return None if x is None else float(x)
+
+
+def _render_and_write(job: tuple) -> None:
+    root, split, index, seed, height, width, gap, thing_gap, palette_gap = job
     img, lbl = render_scene(
         _split_rng(seed, split, index), domain=SPLIT_DOMAIN[split], height=height, width=width, gap=gap,
-        thing_gap=thing_gap,
+        thing_gap=thing_gap, palette_gap=palette_gap,
     )  # fmt: skip
     base = Path(root) / split
     for path, arr in (
@@ -1370,6 +1384,7 @@ def _params(
     seed: int,
     gap: float,
     thing_gap: float | None = None,
+    palette_gap: float | None = None,
 ) -> dict:
     params = {
         "num_source": int(num_source),
@@ -1380,8 +1395,10 @@ def _params(
         "seed": int(seed),
         "gap": float(gap),
     }
-    if thing_gap is not None:  # recorded only when set: the default data's manifest stays as it was
-        params["thing_gap"] = float(thing_gap)
+    # recorded only when set: the default data's manifest stays as it was
+    for key, value in (("thing_gap", thing_gap), ("palette_gap", palette_gap)):
+        if value is not None:
+            params[key] = float(value)
     return params
 
 
@@ -1396,6 +1413,7 @@ def generate_synthetic_dataset(
     seed: int = 0,
     gap: float = 1.0,
     thing_gap: float | None = None,
+    palette_gap: float | None = None,
     num_workers: int = 1,
 ) -> Path:
     """Render the dataset into ROOT (replacing what is there) and return ROOT.
@@ -1405,14 +1423,16 @@ def generate_synthetic_dataset(
     for any `num_workers`.
     """
     root = Path(root).expanduser().resolve()
-    params = _params(num_source, num_target, num_val, height, width, seed, gap, thing_gap)
+    params = _params(num_source, num_target, num_val, height, width, seed, gap, thing_gap, palette_gap)
     if min(num_source, num_target, num_val) < 0:
         raise ValueError(f"image counts must be >= 0, got {split_counts(params)}")
-    domain_style("target", float(gap), None if thing_gap is None else float(thing_gap))  # checks both, early
+    domain_style("target", float(gap), _opt(thing_gap), _opt(palette_gap))  # checks the gaps, early
     counts = split_counts(params)
-    tg = params.get("thing_gap")
+    tg, pg = params.get("thing_gap"), params.get("palette_gap")
     jobs = [
-        (str(root), s, i, seed, height, width, float(gap), tg) for s, n in counts.items() for i in range(n)
+        (str(root), s, i, seed, height, width, float(gap), tg, pg)
+        for s, n in counts.items()
+        for i in range(n)
     ]
     manifest = {
         "splits": {split: {"domain": SPLIT_DOMAIN[split], "count": n} for split, n in counts.items()},
@@ -1452,11 +1472,12 @@ def ensure_synthetic_dataset(
     seed: int = 0,
     gap: float = 1.0,
     thing_gap: float | None = None,
+    palette_gap: float | None = None,
     num_workers: int = 1,
 ) -> Path:
     """Return ROOT at once when it holds the dataset for these parameters; (re)generate it otherwise."""
     root = Path(root).expanduser().resolve()
-    params = _params(num_source, num_target, num_val, height, width, seed, gap, thing_gap)
+    params = _params(num_source, num_target, num_val, height, width, seed, gap, thing_gap, palette_gap)
     why = _check(root, params)
     if why is None:
         log.debug("synthetic dataset at %s is up to date", root)
