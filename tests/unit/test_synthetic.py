@@ -206,7 +206,6 @@ def test_thing_gap_scales_only_the_thing_palettes_and_sizes(tmp_path: Path) -> N
     np.testing.assert_array_equal(_read(root / "val/images/00001.png"), e_img)
 
 
-
 def test_palette_gap_scales_only_the_stuff_palettes(tmp_path: Path) -> None:
     src, full = syn.domain_style("source"), syn.domain_style("target", 1.0)
     s = syn.domain_style("target", 1.0, None, 1.5)
@@ -234,6 +233,7 @@ def test_palette_gap_scales_only_the_stuff_palettes(tmp_path: Path) -> None:
     )
     np.testing.assert_array_equal(_read(root / "val/images/00001.png"), e_img)
     np.testing.assert_array_equal(_read(root / "val/labels/00001.png"), e_lbl)
+
 
 # ------------------------------------------------------------------------------------------- on-disk data
 SMALL = dict(num_source=3, num_target=2, num_val=2, height=32, width=64, seed=5)
