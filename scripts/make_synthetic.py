@@ -43,11 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    # thing_gap / palette_gap None = the generator's default (gap); its manifest records them only when set
     params = dict(num_source=args.num_source, num_target=args.num_target, num_val=args.num_val,
-                  height=args.height, width=args.width, seed=args.seed, gap=args.gap)  # fmt: skip
-    for key in ("thing_gap", "palette_gap"):
-        if getattr(args, key) is not None:
-            params[key] = getattr(args, key)
+                  height=args.height, width=args.width, seed=args.seed, gap=args.gap,
+                  thing_gap=args.thing_gap, palette_gap=args.palette_gap)  # fmt: skip
     make = generate_synthetic_dataset if args.force else ensure_synthetic_dataset
     root = make(args.root, **params, num_workers=args.workers)
     print(f"synthetic dataset ready at {root}")
