@@ -8,40 +8,81 @@
 # reported data, seed 0) into data/dev_<SETTING>:
 #   v3      the default generator (gap 1)
 #   tg03    the thing classes' palettes and size at 0.3 of the gap (--thing-gap 0.3)
+#   tg0     the thing classes drawn as in the source (--thing-gap 0); every other difference kept
 #   g15     gap 1.5, things at 0.3
 #   fx15    textures, camera, lighting, noise and hood at 1.5; the palettes at 1.0, things at 0.3
 #   pal15   the stuff palettes at 1.5, the rest at 1.0, things at 0.3
 # STEPS sets trainer.max_steps and the mean teacher's alpha = 1 - 1 / (0.025 * STEPS) (the papers' 2.5 %
 # window, conf/experiment/synthetic_uda_base.yaml); the lr warm-up is a fraction of the run already.
-# Runs land in logs/dev_gap_study/<SETTING>_<STEPS>/<experiment>/<job>; the table of one folder:
+# EXPERIMENTS: comma-separated experiment names; NAME@frozen_teacher / NAME@permuted_labels runs the negative
+# controls of tests/controls.py on that method (uda.name gets the suffix). SEEDS: comma-separated (default 0).
+# Environment: DATA_SEED=0 renders and trains on the *reported* split instead (data/synthetic_<SETTING>, the
+# default data/synthetic for v3; logs/gap_study_seed0/...); EXTRA="key=value ..." appends overrides to every
+# run (e.g. trainer.accelerator=gpu); JOBS=K runs one job per (experiment, seed), K at a time, through
+# scripts/run_parallel.py (DEADLINE=seconds stops the rest), instead of one multirun per experiment.
+# Runs land in logs/dev_gap_study/<SETTING>_<STEPS>/<experiment>/<seed>; the table of one folder:
 #   python scripts/aggregate_results.py logs/dev_gap_study/<SETTING>_<STEPS> --per-class
 set -euo pipefail
-[ $# -ge 3 ] || { sed -n 2,19p "$0"; exit 2; }
+[ $# -ge 3 ] || { sed -n 2,25p "$0"; exit 2; }
 setting=$1 steps=$2 experiments=$3 seeds=${4:-0}
 case $setting in
   v3) flags=() ;;
   tg03) flags=(--thing-gap 0.3) ;;
+  tg0) flags=(--thing-gap 0) ;;
   g15) flags=(--gap 1.5 --thing-gap 0.3) ;;
   fx15) flags=(--gap 1.5 --thing-gap 0.3 --palette-gap 1.0) ;;
   pal15) flags=(--thing-gap 0.3 --palette-gap 1.5) ;;
-  *) echo "dev_gap_study.sh: unknown SETTING '$setting' (v3, tg03, g15, fx15, pal15)" >&2; exit 2 ;;
+  *) echo "dev_gap_study.sh: unknown SETTING '$setting' (v3, tg03, tg0, g15, fx15, pal15)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
-root=data/dev_$setting
-"$py" scripts/make_synthetic.py "$root" --seed 7 "${flags[@]}" --workers 2
+data_seed=${DATA_SEED:-7}
+if [ "$data_seed" = 7 ]; then
+  root=data/dev_$setting logs=logs/dev_gap_study/${setting}_$steps
+elif [ "$setting" = v3 ]; then
+  root=data/synthetic logs=logs/gap_study_seed$data_seed/${setting}_$steps
+else
+  root=data/synthetic_$setting logs=logs/gap_study_seed$data_seed/${setting}_$steps
+fi
+workers=${RENDER_WORKERS:-2}
+"$py" scripts/make_synthetic.py "$root" --seed "$data_seed" "${flags[@]}" --workers "$workers"
 # the same generator keys for the training's data.prepare (otherwise it would re-render the folder)
-prepare=(data.prepare.seed=7)
+prepare=("data.prepare.seed=$data_seed")
 for ((i = 0; i < ${#flags[@]}; i += 2)); do
   key=${flags[i]#--}
   prepare+=("+data.prepare.${key//-/_}=${flags[i + 1]}")
 done
+read -r -a extra <<< "${EXTRA:-}"
 alpha=$("$py" -c "print(max(0.0, round(1 - 1 / (0.025 * $steps), 4)))")
-for exp in ${experiments//,/ }; do
-  teacher=()  # the rows without a teacher (source only, oracle) have no alpha to set
-  case $exp in source_only*|oracle*) ;; *) teacher=("uda.teacher.alpha=$alpha") ;; esac
-  "$py" -m src.train -m "experiment=$exp" "seed=$seeds" "data.root=$PWD/$root" "${prepare[@]}" \
-    "trainer.max_steps=$steps" "trainer.val_check_interval=$steps" "${teacher[@]}" \
-    "hydra.sweep.dir=logs/dev_gap_study/${setting}_$steps/$exp" \
-    callbacks.progress=null trainer.enable_progress_bar=false
+commands=()
+for seed in ${seeds//,/ }; do  # JOBS: seed-major order, so that every row's first seed starts first
+  for item in ${experiments//,/ }; do
+    exp=${item%@*} control=${item#"$exp"} control=${control#@}
+    teacher=()  # the rows without a teacher (source only, oracle) have no alpha to set
+    case $exp in source_only*|oracle*) ;; *) teacher=("uda.teacher.alpha=$alpha") ;; esac
+    case $control in
+      "") name=$exp ;;
+      frozen_teacher) name=${exp}@$control teacher+=(uda.teacher._target_=tests.controls.FrozenTeacher) ;;
+      permuted_labels) name=${exp}@$control teacher+=(uda.pseudo._target_=tests.controls.PermutedPseudoLabeler) ;;
+      *) echo "dev_gap_study.sh: unknown control '@$control' in '$item' (frozen_teacher, permuted_labels)" >&2
+         exit 2 ;;
+    esac
+    [ -z "$control" ] || teacher+=("uda.name=${exp%_synthetic}_$control")
+    args=("experiment=$exp" "data.root=$PWD/$root" "${prepare[@]}" "trainer.max_steps=$steps"
+          "trainer.val_check_interval=$steps" "${teacher[@]}" callbacks.progress=null
+          trainer.enable_progress_bar=false "${extra[@]}")
+    if [ -z "${JOBS:-}" ]; then
+      "$py" -m src.train -m "seed=$seeds" "${args[@]}" "hydra.sweep.dir=$logs/$name"
+    else
+      commands+=("$(printf '%q ' "$py" -m src.train "seed=$seed" "${args[@]}" "hydra.run.dir=$logs/$name/$seed")")
+    fi
+  done
+  [ -n "${JOBS:-}" ] || break  # without JOBS each experiment ran all its seeds as one multirun
 done
+if [ -n "${JOBS:-}" ]; then
+  mkdir -p "$logs"
+  printf '%s\n' "${commands[@]}" > "$logs/commands.txt"
+  deadline=()
+  [ -z "${DEADLINE:-}" ] || deadline=(--deadline "$DEADLINE")
+  "$py" scripts/run_parallel.py "$logs/commands.txt" --jobs "$JOBS" "${deadline[@]}" --log-dir "$logs/jobs"
+fi
