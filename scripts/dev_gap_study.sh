@@ -60,10 +60,10 @@ for seed in ${seeds//,/ }; do  # JOBS: seed-major order, so that every row's fir
     exp=${item%@*} control=${item#"$exp"} control=${control#@}
     teacher=()  # the rows without a teacher (source only, oracle) have no alpha to set
     case $exp in source_only*|oracle*) ;; *) teacher=("uda.teacher.alpha=$alpha") ;; esac
-    case $control in
-      "") name=$exp ;;
-      frozen_teacher) name=${exp}@$control teacher+=(uda.teacher._target_=tests.controls.FrozenTeacher) ;;
-      permuted_labels) name=${exp}@$control teacher+=(uda.pseudo._target_=tests.controls.PermutedPseudoLabeler) ;;
+    case $control in  # the run folder is named after the item itself (NAME or NAME@control)
+      "") ;;
+      frozen_teacher) teacher+=(uda.teacher._target_=tests.controls.FrozenTeacher) ;;
+      permuted_labels) teacher+=(uda.pseudo._target_=tests.controls.PermutedPseudoLabeler) ;;
       *) echo "dev_gap_study.sh: unknown control '@$control' in '$item' (frozen_teacher, permuted_labels)" >&2
          exit 2 ;;
     esac
@@ -72,9 +72,9 @@ for seed in ${seeds//,/ }; do  # JOBS: seed-major order, so that every row's fir
           "trainer.val_check_interval=$steps" "${teacher[@]}" callbacks.progress=null
           trainer.enable_progress_bar=false "${extra[@]}")
     if [ -z "${JOBS:-}" ]; then
-      "$py" -m src.train -m "seed=$seeds" "${args[@]}" "hydra.sweep.dir=$logs/$name"
+      "$py" -m src.train -m "seed=$seeds" "${args[@]}" "hydra.sweep.dir=$logs/$item"
     else
-      commands+=("$(printf '%q ' "$py" -m src.train "seed=$seed" "${args[@]}" "hydra.run.dir=$logs/$name/$seed")")
+      commands+=("$(printf '%q ' "$py" -m src.train "seed=$seed" "${args[@]}" "hydra.run.dir=$logs/$item/$seed")")
     fi
   done
   [ -n "${JOBS:-}" ] || break  # without JOBS each experiment ran all its seeds as one multirun

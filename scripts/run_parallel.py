@@ -3,9 +3,10 @@
 
     python scripts/run_parallel.py COMMANDS.txt --jobs 12 [--deadline 480] [--log-dir logs/parallel]
 
-For a machine with more cores (or a GPU) than one training uses: the benchmark's runs are small, so a GPU
-runs a dozen of them side by side. Each non-empty line of COMMANDS.txt that does not start with ``#`` is one
-job (run by ``bash -c`` from the current folder); its stdout and stderr go to ``<log-dir>/<NNN>.log``.
+For a machine with more cores than one training uses. (Not a way to fill one GPU with small trainings: 14
+of the benchmark's runs side by side on an H200 time-sliced it, README "The thing gap removed".) Each
+non-empty line of COMMANDS.txt that does not start with ``#`` is one job (run by ``bash -c`` from the
+current folder); its stdout and stderr go to ``<log-dir>/<NNN>.log``.
 Jobs start in file order (put the ones that matter most first); at the deadline the running ones are
 killed (their whole process group) and the unstarted ones never start. Writes ``<log-dir>/summary.json``
 (per job: command, state done / failed / killed / not started, return code, seconds) and prints one line
@@ -44,6 +45,16 @@ def run(cmds: list[str], jobs: int, deadline: float | None, log_dir: Path) -> li
     def over() -> bool:
         return deadline is not None and time.monotonic() - start >= deadline
 
+    def reap() -> None:  # record the jobs that have ended
+        for i, (p, t0, log) in list(running.items()):
+            if p.poll() is not None:
+                state[i].update(state="done" if p.returncode == 0 else "failed", returncode=p.returncode,
+                                seconds=round(time.monotonic() - t0, 1))  # fmt: skip
+                log.close()
+                del running[i]
+                print(f"[{time.monotonic() - start:6.0f} s] job {i:03d} {state[i]['state']} "
+                      f"({state[i]['seconds']} s): {cmds[i]}", flush=True)  # fmt: skip
+
     while (nxt < len(cmds) or running) and not over():
         while nxt < len(cmds) and len(running) < jobs:
             log = open(log_dir / f"{nxt:03d}.log", "w")
@@ -55,15 +66,9 @@ def run(cmds: list[str], jobs: int, deadline: float | None, log_dir: Path) -> li
             state[nxt]["state"] = "running"
             nxt += 1
         time.sleep(1.0)
-        for i, (p, t0, log) in list(running.items()):
-            if p.poll() is not None:
-                state[i].update(state="done" if p.returncode == 0 else "failed", returncode=p.returncode,
-                                seconds=round(time.monotonic() - t0, 1))  # fmt: skip
-                log.close()
-                del running[i]
-                print(f"[{time.monotonic() - start:6.0f} s] job {i:03d} {state[i]['state']} "
-                      f"({state[i]['seconds']} s): {cmds[i]}", flush=True)  # fmt: skip
-    for p, _, _ in running.values():  # the deadline passed
+        reap()
+    reap()  # the deadline passed: a job that ended since the last look is not "killed"
+    for p, _, _ in running.values():
         os.killpg(p.pid, signal.SIGTERM)
     for i, (p, t0, log) in running.items():
         try:
