@@ -9,6 +9,7 @@
 #   v3      the default generator (gap 1)
 #   tg03    the thing classes' palettes and size at 0.3 of the gap (--thing-gap 0.3)
 #   tg0     the thing classes drawn as in the source (--thing-gap 0); every other difference kept
+#   tg0c0   tg0 with the target's camera placed as the source's (--camera-gap 0): height and horizon
 #   g15     gap 1.5, things at 0.3
 #   fx15    textures, camera, lighting, noise and hood at 1.5; the palettes at 1.0, things at 0.3
 #   pal15   the stuff palettes at 1.5, the rest at 1.0, things at 0.3
@@ -18,21 +19,24 @@
 # controls of tests/controls.py on that method (uda.name gets the suffix). SEEDS: comma-separated (default 0).
 # Environment: DATA_SEED=0 renders and trains on the *reported* split instead (data/synthetic_<SETTING>, the
 # default data/synthetic for v3; logs/gap_study_seed0/...); EXTRA="key=value ..." appends overrides to every
-# run (e.g. trainer.accelerator=gpu); JOBS=K runs one job per (experiment, seed), K at a time, through
-# scripts/run_parallel.py (DEADLINE=seconds stops the rest), instead of one multirun per experiment.
+# run (e.g. trainer.accelerator=gpu); TAG=name suffixes the logs folder (<SETTING>_<STEPS>_<TAG>, so that an
+# EXTRA sweep such as optim.lr=2.4e-3 does not overwrite the plain runs); JOBS=K runs one job per (experiment,
+# seed), K at a time, through scripts/run_parallel.py (DEADLINE=seconds stops the rest), instead of one
+# multirun per experiment.
 # Runs land in logs/dev_gap_study/<SETTING>_<STEPS>/<experiment>/<seed>; the table of one folder:
 #   python scripts/aggregate_results.py logs/dev_gap_study/<SETTING>_<STEPS> --per-class
 set -euo pipefail
-[ $# -ge 3 ] || { sed -n 2,25p "$0"; exit 2; }
+[ $# -ge 3 ] || { sed -n 2,27p "$0"; exit 2; }
 setting=$1 steps=$2 experiments=$3 seeds=${4:-0}
 case $setting in
   v3) flags=() ;;
   tg03) flags=(--thing-gap 0.3) ;;
   tg0) flags=(--thing-gap 0) ;;
+  tg0c0) flags=(--thing-gap 0 --camera-gap 0) ;;
   g15) flags=(--gap 1.5 --thing-gap 0.3) ;;
   fx15) flags=(--gap 1.5 --thing-gap 0.3 --palette-gap 1.0) ;;
   pal15) flags=(--thing-gap 0.3 --palette-gap 1.5) ;;
-  *) echo "dev_gap_study.sh: unknown SETTING '$setting' (v3, tg03, tg0, g15, fx15, pal15)" >&2; exit 2 ;;
+  *) echo "dev_gap_study.sh: unknown SETTING '$setting' (v3, tg03, tg0, tg0c0, g15, fx15, pal15)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
@@ -44,6 +48,7 @@ elif [ "$setting" = v3 ]; then
 else
   root=data/synthetic_$setting logs=logs/gap_study_seed$data_seed/${setting}_$steps
 fi
+logs=$logs${TAG:+_$TAG}
 workers=${RENDER_WORKERS:-2}
 "$py" scripts/make_synthetic.py "$root" --seed "$data_seed" "${flags[@]}" --workers "$workers"
 # the same generator keys for the training's data.prepare (otherwise it would re-render the folder)

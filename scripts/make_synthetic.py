@@ -7,7 +7,7 @@ parameters, unless --force is given.
 Usage:
     python scripts/make_synthetic.py ROOT [--num-source 400] [--num-target 400] [--num-val 100]
         [--height 128] [--width 256] [--seed 0] [--gap 1.0] [--thing-gap G] [--palette-gap G]
-        [--workers 1] [--force]
+        [--camera-gap G] [--workers 1] [--force]
 """
 
 from __future__ import annotations
@@ -38,15 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--palette-gap", type=float, default=None,
                     help="gap of the other materials' palettes (road, building, vegetation, ...; default: "
                     "--gap); --gap then scales textures, camera, lighting, noise and hood")  # fmt: skip
+    ap.add_argument("--camera-gap", type=float, default=None,
+                    help="gap of the camera's height and horizon only (default: --gap); 0 places the "
+                    "target's camera like the source's, the rest kept")  # fmt: skip
     ap.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     ap.add_argument("--force", action="store_true", help="regenerate even when ROOT is up to date")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    # thing_gap / palette_gap None = the generator's default (gap); its manifest records them only when set
+    # thing_gap / palette_gap / camera_gap None = the generator default (gap); the manifest records them only
+    # when set
     params = dict(num_source=args.num_source, num_target=args.num_target, num_val=args.num_val,
                   height=args.height, width=args.width, seed=args.seed, gap=args.gap,
-                  thing_gap=args.thing_gap, palette_gap=args.palette_gap)  # fmt: skip
+                  thing_gap=args.thing_gap, palette_gap=args.palette_gap,
+                  camera_gap=args.camera_gap)  # fmt: skip
     make = generate_synthetic_dataset if args.force else ensure_synthetic_dataset
     root = make(args.root, **params, num_workers=args.workers)
     print(f"synthetic dataset ready at {root}")

@@ -235,6 +235,34 @@ def test_palette_gap_scales_only_the_stuff_palettes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_read(root / "val/labels/00001.png"), e_lbl)
 
 
+def test_camera_gap_scales_only_the_camera_pose(tmp_path: Path) -> None:
+    src, full = syn.domain_style("source"), syn.domain_style("target", 1.0)
+    same_cam = syn.domain_style("target", 1.0, None, None, 0.0)  # the target's camera placed as the source's
+    assert (same_cam.horizon, same_cam.cam_height) == (src.horizon, src.cam_height)
+    assert (full.horizon, full.cam_height) != (src.horizon, src.cam_height)
+    # every other difference is the full gap's
+    fields = ("noise", "texture", "blur", "hood", "exposure", "obj_scale", "antialias")
+    assert all(getattr(same_cam, f) == getattr(full, f) for f in fields)
+    assert all(np.array_equal(same_cam.colours[k], full.colours[k]) for k in full.colours)
+    # the camera alone: gap 0 with a camera gap moves the horizon and nothing else
+    only = syn.domain_style("target", 0.0, 0.0, 0.0, 1.0)
+    assert (only.horizon, only.cam_height) == (full.horizon, full.cam_height)
+    assert (only.noise, only.texture, only.antialias) == (src.noise, src.texture, src.antialias)
+    assert syn.domain_style("source", 1.0, None, None, 1.0).horizon == src.horizon  # the source ignores it
+    with pytest.raises(ValueError, match="camera_gap must be >= 0"):
+        generate_synthetic_dataset(tmp_path / "neg", **SMALL, camera_gap=-1.0)
+    root = generate_synthetic_dataset(tmp_path / "cg", **SMALL, thing_gap=0.0, camera_gap=0.0)
+    params = json.loads((root / "manifest.json").read_text())["params"]
+    assert params == {**SMALL, "gap": 1.0, "thing_gap": 0.0, "camera_gap": 0.0}
+    e_img, e_lbl = render_scene(
+        syn._split_rng(5, "val", 1), domain="target", height=32, width=64, thing_gap=0.0, camera_gap=0.0
+    )
+    np.testing.assert_array_equal(_read(root / "val/images/00001.png"), e_img)
+    np.testing.assert_array_equal(_read(root / "val/labels/00001.png"), e_lbl)
+    plain, _ = render_scene(syn._split_rng(5, "val", 1), domain="target", height=32, width=64, thing_gap=0.0)
+    assert not np.array_equal(plain, e_img)  # the camera moved
+
+
 # ------------------------------------------------------------------------------------------- on-disk data
 SMALL = dict(num_source=3, num_target=2, num_val=2, height=32, width=64, seed=5)
 

@@ -28,10 +28,12 @@ two differences that concern only the thing classes: their palettes (``THING_MAT
 skin, ...) and their size (``obj_scale``); ``thing_gap=0`` keeps every other difference (stuff palettes,
 textures, camera, lighting, noise, hood) and draws the target's vehicles and people like the source's.
 ``palette_gap`` (default: ``gap``) scales, instead of ``gap``, the palettes of the other materials (road,
-building, vegetation, sky, ...); ``gap`` then drives what is left: textures, camera, lighting, noise, blur,
-hood. Factor studies of the gap, README "Results"; palettes above 1 extrapolate past the hand-picked target
-colours (vegetation turns brown at 1.5). Thing classes follow a long-tailed pixel frequency like
-GTA5's (car >> person > truck, bus > rider, motorcycle, bicycle, train) so rare-class sampling matters.
+building, vegetation, sky, ...). ``camera_gap`` (default: ``gap``) scales, instead of ``gap``, the camera's
+pose: its height above the road and the row of the horizon (which also sets how near the nearest visible
+ground is); ``gap`` then drives what is left: textures, lighting, noise, blur, hood. Factor studies of the
+gap, README "Results"; palettes above 1 extrapolate past the hand-picked target colours (vegetation turns
+brown at 1.5). Thing classes follow a long-tailed pixel frequency like GTA5's (car >> person > truck, bus >
+rider, motorcycle, bicycle, train) so rare-class sampling matters.
 
 On disk (the generic folder format read by ``src.data.datasets.folder``)::
 
@@ -192,21 +194,26 @@ class DomainStyle:
 
 @lru_cache(maxsize=16)
 def domain_style(
-    domain: str, gap: float = 1.0, thing_gap: float | None = None, palette_gap: float | None = None
+    domain: str,
+    gap: float = 1.0,
+    thing_gap: float | None = None,
+    palette_gap: float | None = None,
+    camera_gap: float | None = None,
 ) -> DomainStyle:
     """The style of `domain`; the target's differences from the source are scaled by `gap`, those of the
-    thing classes' palettes and size by `thing_gap`, those of the other palettes by `palette_gap` (None:
-    `gap`)."""
+    thing classes' palettes and size by `thing_gap`, those of the other palettes by `palette_gap`, the
+    camera's height and horizon by `camera_gap` (None: `gap`)."""
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     g = float(gap) if domain == "target" else 0.0
     if g < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    for key, value in (("thing_gap", thing_gap), ("palette_gap", palette_gap)):
+    for key, value in (("thing_gap", thing_gap), ("palette_gap", palette_gap), ("camera_gap", camera_gap)):
         if value is not None and value < 0:
             raise ValueError(f"{key} must be >= 0 or null (= gap), got {value}")
     tg = g if thing_gap is None or domain != "target" else float(thing_gap)
     pg = g if palette_gap is None or domain != "target" else float(palette_gap)
+    cg = g if camera_gap is None or domain != "target" else float(camera_gap)
     colours = {
         k: np.asarray(src, np.float32)
         + (tg if k in THING_MATERIALS else pg)
@@ -215,8 +222,8 @@ def domain_style(
     }
     return DomainStyle(
         colours={k: np.clip(v, 0, 255) for k, v in colours.items()},
-        horizon=0.46 - 0.07 * g,
-        cam_height=max(0.6, 1.6 - 0.3 * g),
+        horizon=0.46 - 0.07 * cg,
+        cam_height=max(0.6, 1.6 - 0.3 * cg),
         obj_scale=1.0 + 0.25 * tg,
         jitter=10.0,
         texture=g,
@@ -1315,16 +1322,18 @@ def render_scene(
     gap: float = 1.0,
     thing_gap: float | None = None,
     palette_gap: float | None = None,
+    camera_gap: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one street scene. Returns (image HxWx3 uint8 RGB, label HxW uint8 train ids, 255 = ignore).
 
     The output depends only on the state of `rng` and the arguments. `gap` scales the target domain's
     difference from the source (0 = identical distributions), `thing_gap` that of the thing classes' palettes
-    and size, `palette_gap` that of the other palettes (None: `gap`); all are ignored for the source.
+    and size, `palette_gap` that of the other palettes, `camera_gap` that of the camera's height and horizon
+    (None: `gap`); all are ignored for the source.
     """
     if height < 8 or width < 8:
         raise ValueError(f"image size must be at least 8x8, got {height}x{width}")
-    style = domain_style(domain, float(gap), _opt(thing_gap), _opt(palette_gap))
+    style = domain_style(domain, float(gap), _opt(thing_gap), _opt(palette_gap), _opt(camera_gap))
     s = _Scene(rng, style, height, width)
     L = _sample_layout(rng)
     _paint_sky(s)
@@ -1361,11 +1370,15 @@ def _opt(x: float | None) -> float | None:
 
 
 def _render_and_write(job: tuple) -> None:
-    root, split, index, seed, height, width, gap, thing_gap, palette_gap = job
+    root, split, index, seed, height, width, gap, gaps = job
     img, lbl = render_scene(
-        _split_rng(seed, split, index), domain=SPLIT_DOMAIN[split], height=height, width=width, gap=gap,
-        thing_gap=thing_gap, palette_gap=palette_gap,
-    )  # fmt: skip
+        _split_rng(seed, split, index),
+        domain=SPLIT_DOMAIN[split],
+        height=height,
+        width=width,
+        gap=gap,
+        **gaps,
+    )
     base = Path(root) / split
     for path, arr in (
         (base / "images" / f"{_stem(index)}.png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR)),
@@ -1385,6 +1398,7 @@ def _params(
     gap: float,
     thing_gap: float | None = None,
     palette_gap: float | None = None,
+    camera_gap: float | None = None,
 ) -> dict:
     params = {
         "num_source": int(num_source),
@@ -1396,7 +1410,7 @@ def _params(
         "gap": float(gap),
     }
     # recorded only when set: the default data's manifest stays as it was
-    for key, value in (("thing_gap", thing_gap), ("palette_gap", palette_gap)):
+    for key, value in (("thing_gap", thing_gap), ("palette_gap", palette_gap), ("camera_gap", camera_gap)):
         if value is not None:
             params[key] = float(value)
     return params
@@ -1414,6 +1428,7 @@ def generate_synthetic_dataset(
     gap: float = 1.0,
     thing_gap: float | None = None,
     palette_gap: float | None = None,
+    camera_gap: float | None = None,
     num_workers: int = 1,
 ) -> Path:
     """Render the dataset into ROOT (replacing what is there) and return ROOT.
@@ -1423,16 +1438,16 @@ def generate_synthetic_dataset(
     for any `num_workers`.
     """
     root = Path(root).expanduser().resolve()
-    params = _params(num_source, num_target, num_val, height, width, seed, gap, thing_gap, palette_gap)
+    params = _params(
+        num_source, num_target, num_val, height, width, seed, gap, thing_gap, palette_gap, camera_gap
+    )
     if min(num_source, num_target, num_val) < 0:
         raise ValueError(f"image counts must be >= 0, got {split_counts(params)}")
-    domain_style("target", float(gap), _opt(thing_gap), _opt(palette_gap))  # checks the gaps, early
+    domain_style("target", float(gap), _opt(thing_gap), _opt(palette_gap), _opt(camera_gap))  # checks, early
     counts = split_counts(params)
-    tg, pg = params.get("thing_gap"), params.get("palette_gap")
+    gaps = {k: params.get(k) for k in ("thing_gap", "palette_gap", "camera_gap")}
     jobs = [
-        (str(root), s, i, seed, height, width, float(gap), tg, pg)
-        for s, n in counts.items()
-        for i in range(n)
+        (str(root), s, i, seed, height, width, float(gap), gaps) for s, n in counts.items() for i in range(n)
     ]
     manifest = {
         "splits": {split: {"domain": SPLIT_DOMAIN[split], "count": n} for split, n in counts.items()},
@@ -1473,11 +1488,14 @@ def ensure_synthetic_dataset(
     gap: float = 1.0,
     thing_gap: float | None = None,
     palette_gap: float | None = None,
+    camera_gap: float | None = None,
     num_workers: int = 1,
 ) -> Path:
     """Return ROOT at once when it holds the dataset for these parameters; (re)generate it otherwise."""
     root = Path(root).expanduser().resolve()
-    params = _params(num_source, num_target, num_val, height, width, seed, gap, thing_gap, palette_gap)
+    params = _params(
+        num_source, num_target, num_val, height, width, seed, gap, thing_gap, palette_gap, camera_gap
+    )
     why = _check(root, params)
     if why is None:
         log.debug("synthetic dataset at %s is up to date", root)
