@@ -192,6 +192,10 @@ class DomainStyle:
     antialias: bool
 
 
+#: The optional gaps that scale one group of differences instead of ``gap`` (module docstring); None: gap.
+GAP_KEYS = ("thing_gap", "palette_gap", "camera_gap")
+
+
 @lru_cache(maxsize=16)
 def domain_style(
     domain: str,
@@ -208,7 +212,7 @@ def domain_style(
     g = float(gap) if domain == "target" else 0.0
     if g < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    for key, value in (("thing_gap", thing_gap), ("palette_gap", palette_gap), ("camera_gap", camera_gap)):
+    for key, value in zip(GAP_KEYS, (thing_gap, palette_gap, camera_gap), strict=True):
         if value is not None and value < 0:
             raise ValueError(f"{key} must be >= 0 or null (= gap), got {value}")
     tg = g if thing_gap is None or domain != "target" else float(thing_gap)
@@ -1410,7 +1414,7 @@ def _params(
         "gap": float(gap),
     }
     # recorded only when set: the default data's manifest stays as it was
-    for key, value in (("thing_gap", thing_gap), ("palette_gap", palette_gap), ("camera_gap", camera_gap)):
+    for key, value in zip(GAP_KEYS, (thing_gap, palette_gap, camera_gap), strict=True):
         if value is not None:
             params[key] = float(value)
     return params
@@ -1445,7 +1449,7 @@ def generate_synthetic_dataset(
         raise ValueError(f"image counts must be >= 0, got {split_counts(params)}")
     domain_style("target", float(gap), _opt(thing_gap), _opt(palette_gap), _opt(camera_gap))  # checks, early
     counts = split_counts(params)
-    gaps = {k: params.get(k) for k in ("thing_gap", "palette_gap", "camera_gap")}
+    gaps = {k: params.get(k) for k in GAP_KEYS}
     jobs = [
         (str(root), s, i, seed, height, width, float(gap), gaps) for s, n in counts.items() for i in range(n)
     ]
