@@ -502,6 +502,40 @@ def test_synthetic_clips_are_seeded_cached_and_never_replace_foreign_folders(tmp
         ensure_synthetic_video_dataset(tmp_path / "mine", **kw)
 
 
+def test_synthetic_clips_take_the_image_generators_parts_of_the_gap(tmp_path):
+    """camera_gap / thing_gap / palette_gap reach the clips' style as the image generator's, the manifest
+    records them, the files are the in-memory render, and a negative part is refused before anything is
+    written."""
+    import json
+
+    from src.data.datasets.synthetic_video import (
+        _clip_rng,
+        ensure_synthetic_video_dataset,
+        generate_synthetic_video_dataset,
+    )
+
+    def clip(**gaps):
+        rng = np.random.default_rng([3, 1])
+        return render_clip(rng, domain="target", height=32, width=64, num_frames=2, **gaps)
+
+    plain, same_cam = clip(), clip(camera_gap=0.0)
+    assert not np.array_equal(plain.frames[0], same_cam.frames[0])  # the camera moved
+    assert np.array_equal(clip(camera_gap=1.0).frames[0], plain.frames[0])  # 1.0 = the gap: the default clip
+    kw = dict(num_source=1, num_target=1, num_val=1, height=32, width=64, seed=4)
+    with pytest.raises(ValueError, match="camera_gap must be >= 0"):
+        generate_synthetic_video_dataset(tmp_path / "neg", **kw, camera_gap=-1.0)
+    assert not (tmp_path / "neg").exists()
+    root = ensure_synthetic_video_dataset(tmp_path / "c0", **kw, thing_gap=0.0, camera_gap=0.0)
+    params = json.loads((root / "manifest.json").read_text())["params"]
+    assert params == {**kw, "gap": 1.0, "thing_gap": 0.0, "camera_gap": 0.0, "max_interval": 2}
+    expected = render_clip(
+        _clip_rng(4, "val", 0), domain="target", height=32, width=64, num_frames=2, thing_gap=0.0,
+        camera_gap=0.0,
+    )  # fmt: skip
+    frame = cv2.cvtColor(cv2.imread(str(root / "val/frames/val_000000_000019.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(frame, expected.frame(0))
+
+
 def test_protocol_labels_are_drawn_in_the_cityscapes_colour_of_their_name() -> None:
     from src.data.classes import CITYSCAPES_CLASSES, SYNTHIA_SEQ12_CLASSES, palette_for
 

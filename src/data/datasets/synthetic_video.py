@@ -192,18 +192,22 @@ def render_clip(
     width: int,
     num_frames: int,
     gap: float = 1.0,
+    thing_gap: float | None = None,
+    palette_gap: float | None = None,
+    camera_gap: float | None = None,
     supersample: int = 2,
     margin: int = 8,
     max_movers: int = 3,
 ) -> SyntheticClip:
     """Render one clip of ``num_frames`` frames (oldest first). Depends only on the state of ``rng`` and the
-    arguments. See the module docstring for the motion and the layers."""
+    arguments. See the module docstring for the motion and the layers; ``thing_gap``, ``palette_gap`` and
+    ``camera_gap`` scale parts of the gap apart, as in the image generator (``syn.domain_style``)."""
     if height < 8 or width < 8:
         raise ValueError(f"frame size must be at least 8x8, got {height}x{width}")
     if num_frames < 2:
         raise ValueError(f"a clip needs at least 2 frames, got {num_frames}")
     ss, m = int(supersample), int(margin)
-    style = syn.domain_style(domain, float(gap))
+    style = syn.domain_style(domain, float(gap), thing_gap, palette_gap, camera_gap)
     target_look = domain == "target" and gap > 0
     s = syn._Scene(rng, style, height * ss, width * ss)  # camera of the frame, at ss x resolution
     hb, wb = (height + 2 * m) * ss, (width + 2 * m) * ss
@@ -392,11 +396,11 @@ def clip_files(root: Path, split: str, index: int, max_interval: int) -> list[Pa
 
 
 def _render_and_write(job: tuple) -> None:
-    root, split, index, seed, height, width, gap, max_interval = job
+    root, split, index, seed, height, width, gap, max_interval, gaps = job
     n, label_offsets, pairs = split_layout(split, max_interval)
     clip = render_clip(
         _clip_rng(seed, split, index), domain=SPLIT_DOMAIN[split], height=height, width=width, num_frames=n,
-        gap=gap,
+        gap=gap, **gaps,
     )  # fmt: skip
     name, t, base = _clip_name(split, index), CURRENT_FRAME, Path(root) / split
     writes = [(base / "frames" / f"{name}_{t - k:06d}.png", cv2.cvtColor(clip.frame(k), cv2.COLOR_RGB2BGR))
@@ -409,9 +413,10 @@ def _render_and_write(job: tuple) -> None:
         write_flow(base / "flows" / cityscapes_flow_name(name, t - a, t - b), clip.flow(a, b)[0])
 
 
-def _params(num_source, num_target, num_val, height, width, seed, gap, max_interval) -> dict:
-    """The image generator's parameters plus ``max_interval`` (the manifest records them all)."""
-    return {**syn._params(num_source, num_target, num_val, height, width, seed, gap),
+def _params(num_source, num_target, num_val, height, width, seed, gap, max_interval, **gaps) -> dict:
+    """The image generator's parameters (``gaps``: its optional ``syn.GAP_KEYS``, recorded only when set) plus
+    ``max_interval`` (the manifest records them all)."""
+    return {**syn._params(num_source, num_target, num_val, height, width, seed, gap, **gaps),
             "max_interval": int(max_interval)}  # fmt: skip
 
 
@@ -427,21 +432,27 @@ def generate_synthetic_video_dataset(
     gap: float = 1.0,
     max_interval: int = 2,
     num_workers: int = 1,
+    thing_gap: float | None = None,
+    palette_gap: float | None = None,
+    camera_gap: float | None = None,
 ) -> Path:
     """Render the clips into ROOT (replacing what is there) and return ROOT.
 
     Written into a temporary sibling folder renamed to ROOT at the end (an interrupted run never leaves a
-    half-written ROOT); ``num_workers`` > 1 renders in processes, with identical files.
+    half-written ROOT); ``num_workers`` > 1 renders in processes, with identical files. ``thing_gap``,
+    ``palette_gap``, ``camera_gap``: parts of the gap scaled apart (None = ``gap``), as the image generator.
     """
     root = Path(root).expanduser().resolve()
-    params = _params(num_source, num_target, num_val, height, width, seed, gap, max_interval)
+    gaps = {"thing_gap": thing_gap, "palette_gap": palette_gap, "camera_gap": camera_gap}
+    params = _params(num_source, num_target, num_val, height, width, seed, gap, max_interval, **gaps)
     if min(num_source, num_target, num_val) < 0:
         raise ValueError(f"clip counts must be >= 0, got {split_counts(params)}")
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
+    syn.domain_style("target", gap, **gaps)  # refuses a negative part of the gap before anything is written
     if max_interval < 1:
         raise ValueError(f"max_interval must be >= 1 (data.interval), got {max_interval}")
-    jobs = [(str(root), split, i, seed, height, width, float(gap), int(max_interval))
+    jobs = [(str(root), split, i, seed, height, width, float(gap), int(max_interval), gaps)
             for split, n in split_counts(params).items() for i in range(n)]  # fmt: skip
     manifest = {
         "splits": {
@@ -492,10 +503,14 @@ def ensure_synthetic_video_dataset(
     gap: float = 1.0,
     max_interval: int = 2,
     num_workers: int = 1,
+    thing_gap: float | None = None,
+    palette_gap: float | None = None,
+    camera_gap: float | None = None,
 ) -> Path:
     """Return ROOT at once when it holds the clips for these parameters; (re)generate them otherwise."""
     root = Path(root).expanduser().resolve()
-    params = _params(num_source, num_target, num_val, height, width, seed, gap, max_interval)
+    gaps = {"thing_gap": thing_gap, "palette_gap": palette_gap, "camera_gap": camera_gap}
+    params = _params(num_source, num_target, num_val, height, width, seed, gap, max_interval, **gaps)
     why = _check(root, params)
     if why is None:
         log.debug("synthetic video clips at %s are up to date", root)
