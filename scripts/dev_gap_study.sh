@@ -12,6 +12,9 @@
 #   tg0c0   tg0 with the target's camera placed as the source's (--camera-gap 0): height and horizon
 #   tg0c05  tg0 with half the camera's gap (--camera-gap 0.5)
 #   c0      the default generator with the target's camera placed as the source's (--camera-gap 0)
+#   tg0c0p14  tg0c0 with the other materials' palettes at 1.4 of the gap (--palette-gap 1.4)
+#   tg0c0x14  tg0c0 with textures, lighting, noise and hood at 1.4 (--gap 1.4), the palettes at 1.0
+#   tg0c0x17, tg0c0x20  the same at 1.7 / 2.0
 #   g15     gap 1.5, things at 0.3
 #   fx15    textures, camera, lighting, noise and hood at 1.5; the palettes at 1.0, things at 0.3
 #   pal15   the stuff palettes at 1.5, the rest at 1.0, things at 0.3
@@ -28,7 +31,7 @@
 # Runs land in logs/dev_gap_study/<SETTING>_<STEPS>/<experiment>/<seed>; the table of one folder:
 #   python scripts/aggregate_results.py logs/dev_gap_study/<SETTING>_<STEPS> --per-class
 set -euo pipefail
-[ $# -ge 3 ] || { sed -n 2,29p "$0"; exit 2; }
+[ $# -ge 3 ] || { sed -n 2,32p "$0"; exit 2; }
 setting=$1 steps=$2 experiments=$3 seeds=${4:-0}
 case $setting in
   v3) flags=() ;;
@@ -37,10 +40,14 @@ case $setting in
   tg0c0) flags=(--thing-gap 0 --camera-gap 0) ;;
   tg0c05) flags=(--thing-gap 0 --camera-gap 0.5) ;;
   c0) flags=(--camera-gap 0) ;;
+  tg0c0p14) flags=(--thing-gap 0 --camera-gap 0 --palette-gap 1.4) ;;
+  tg0c0x14) flags=(--gap 1.4 --thing-gap 0 --camera-gap 0 --palette-gap 1.0) ;;
+  tg0c0x17) flags=(--gap 1.7 --thing-gap 0 --camera-gap 0 --palette-gap 1.0) ;;
+  tg0c0x20) flags=(--gap 2.0 --thing-gap 0 --camera-gap 0 --palette-gap 1.0) ;;
   g15) flags=(--gap 1.5 --thing-gap 0.3) ;;
   fx15) flags=(--gap 1.5 --thing-gap 0.3 --palette-gap 1.0) ;;
   pal15) flags=(--thing-gap 0.3 --palette-gap 1.5) ;;
-  *) echo "dev_gap_study.sh: unknown SETTING '$setting' (v3, tg03, tg0, tg0c0, tg0c05, c0, g15, fx15, pal15)" >&2; exit 2 ;;
+  *) echo "dev_gap_study.sh: unknown SETTING '$setting' (v3, tg03, tg0, tg0c0, tg0c05, c0, tg0c0p14, tg0c0x14, tg0c0x17, tg0c0x20, g15, fx15, pal15)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
