@@ -254,3 +254,37 @@ def test_image_methods_compose_on_the_video_data():
         "train", ["experiment=mic_synthetic", "data=synthetic_video", "paths.output_dir=/tmp/x"]
     )
     assert cfg.data.name == "synthetic_video" and cfg.uda.name == "mic" and cfg.data.video is True
+
+
+def test_synthetic_teacher_window_follows_the_run_and_the_regime_data_is_the_studied_setting():
+    """uda.teacher.alpha of the synthetic experiments keeps the papers' 2.5 % window at any max_steps (0.96
+    at 1000, the value measured there), a number on the command line wins, a run without max_steps is
+    refused by name; data=synthetic_sensor_gap renders the dev study's `tg0c0x20` setting
+    (scripts/dev_gap_study.sh)."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    from src.data.datasets.synthetic import domain_style
+    from src.utils.config import ema_alpha
+
+    def alpha(*extra):
+        return compose_cfg(
+            "train", ["experiment=dacs_synthetic", "paths.output_dir=/tmp/x", *extra]
+        ).uda.teacher.alpha
+
+    assert (
+        alpha() == 0.96
+        and alpha("trainer.max_steps=1500") == 0.9733
+        and alpha("uda.teacher.alpha=0.99") == 0.99
+    )
+    assert ema_alpha(0.025, 40000) == 0.999  # the papers' value at their schedule
+    with pytest.raises(InterpolationResolutionError, match="trainer.max_steps, which is -1"):
+        alpha("trainer.max_steps=-1")
+    prep = compose_cfg(
+        "train", ["experiment=mic_synthetic", "data=synthetic_sensor_gap", "paths.output_dir=/x"]
+    )
+    prep = prep.data.prepare
+    assert prep.seed == 0 and prep.root.endswith("synthetic_sensor_gap")
+    study = ("--gap 2.0 --thing-gap 0 --camera-gap 0 --palette-gap 1.0").split()
+    assert f"tg0c0x20) flags=({' '.join(study)})" in (ROOT / "scripts" / "dev_gap_study.sh").read_text()
+    style = domain_style("target", prep.gap, prep.thing_gap, prep.palette_gap, prep.camera_gap)
+    assert style == domain_style("target", 2.0, 0.0, 1.0, 0.0)
