@@ -6,7 +6,9 @@
 
 Rows group runs by (method, data, model, steps); each cell is mean ± std over the seeds (sample std,
 n-1; a single seed shows its value alone, an empty std in the CSV), in percent. Writes `<out>.md`
-(markdown) and `<out>.csv` (one row per group, per-class means too) and prints the markdown.
+(markdown) and `<out>.csv` (one row per group, per-class means too) and prints the markdown. Where the
+runs hold a `source_only` and an `oracle` row of the same (data, model, steps), every row of those gets its
+"gap closed" = (mIoU − source only) / (oracle − source only) on the seeds' means, in percent.
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ def aggregate(runs: list[dict]) -> list[dict]:
         row["per_class"] = {c: mean_std([r["per_class"].get(c) for r in rs]) for c in classes}
         rows.append(row)
     rows.sort(key=lambda r: (r["data"], r["mIoU"][0] if r["mIoU"][0] is not None else -1))
+    ends = {(r["data"], r["model"], r["steps"], r["method"]): r["mIoU"][0] for r in rows}
+    for r in rows:
+        setting = (r["data"], r["model"], r["steps"])
+        src, oracle = ends.get((*setting, "source_only")), ends.get((*setting, "oracle"))
+        ok = None not in (src, oracle, r["mIoU"][0]) and oracle != src
+        r["gap_closed"] = 100.0 * (r["mIoU"][0] - src) / (oracle - src) if ok else None
     return rows
 
 
@@ -78,6 +86,8 @@ def to_markdown(rows: list[dict], per_class: bool) -> str:
     subsets = sorted({s for r in rows for s in r["subsets"] if s not in ("all", "19")})
     head = ["method", "data", "model", "steps", "seeds", "mIoU"]
     head += [f"mIoU{s}" for s in subsets] + ["teacher mIoU"]
+    closed = any(r.get("gap_closed") is not None for r in rows)
+    head += ["gap closed"] if closed else []
     classes = list(rows[0]["per_class"]) if rows and per_class else []
     head += classes
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -86,6 +96,8 @@ def to_markdown(rows: list[dict], per_class: bool) -> str:
                  fmt(*r["mIoU"][:2])]  # fmt: skip
         cells += [fmt(*r["subsets"].get(s, (None, None))[:2]) for s in subsets]
         cells.append(fmt(*r["teacher_mIoU"][:2]))
+        if closed:
+            cells.append("n/a" if r.get("gap_closed") is None else f"{r['gap_closed']:.0f} %")
         cells += [fmt(*r["per_class"][c][:2]) for c in classes]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -98,11 +110,11 @@ def write_csv(rows: list[dict], path: Path) -> None:
         w = csv.writer(f)
         w.writerow([*KEY, "n_seeds", "mIoU_mean", "mIoU_std"]
                    + [f"mIoU{s}_{x}" for s in subsets for x in ("mean", "std")]
-                   + [f"IoU_{c}_mean" for c in classes])  # fmt: skip
+                   + [f"IoU_{c}_mean" for c in classes] + ["gap_closed"])  # fmt: skip
         for r in rows:
             w.writerow([*(r[k] for k in KEY), r["mIoU"][2], r["mIoU"][0], r["mIoU"][1]]
                        + [v for s in subsets for v in r["subsets"].get(s, (None, None))[:2]]
-                       + [r["per_class"][c][0] for c in classes])  # fmt: skip
+                       + [r["per_class"][c][0] for c in classes] + [r.get("gap_closed")])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     md = to_markdown(rows, args.per_class)
     print(md)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(md + "\n")
-        write_csv(rows, args.out.with_suffix(".csv"))
+        # <out>.md / <out>.csv appended, not with_suffix: a name such as lr2.4e-3 keeps its dot
+        out = str(args.out).removesuffix(".md").removesuffix(".csv")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out + ".md").write_text(md + "\n")
+        write_csv(rows, Path(out + ".csv"))
     return 0
 
 

@@ -48,3 +48,21 @@ def test_clear_errors(tmp_path):
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(ValueError, match="lacks"):
         agg.load_results([tmp_path])
+
+
+def test_gap_closed_against_the_settings_source_only_and_oracle_and_names_keep_their_dots(tmp_path):
+    agg = _load()
+    for i, (m, v) in enumerate([("source_only", 20.0), ("oracle", 50.0), ("dacs", 35.0), ("dacs", 41.0)]):
+        _write(tmp_path / "runs" / str(i), m, i, v, v)
+    rows = {r["method"]: r for r in agg.aggregate(agg.load_results([tmp_path / "runs"]))}
+    assert rows["dacs"]["gap_closed"] == pytest.approx(60.0)  # (38 - 20) / (50 - 20), on the seeds' means
+    assert (rows["source_only"]["gap_closed"], rows["oracle"]["gap_closed"]) == (0.0, 100.0)
+    assert agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "lr2.4e-3")]) == 0
+    md = (tmp_path / "lr2.4e-3.md").read_text()
+    assert md.splitlines()[0].rstrip(" |").endswith("gap closed") and "| 60 % |" in md
+    assert (tmp_path / "lr2.4e-3.csv").read_text().splitlines()[0].endswith("gap_closed")
+    # without both ends of the gap no row gets the column
+    only = [r for r in rows.values() if r["method"] != "oracle"]
+    for r in only:
+        r["gap_closed"] = None
+    assert "gap closed" not in agg.to_markdown(only, per_class=False)
