@@ -18,8 +18,8 @@
 #   g15     gap 1.5, things at 0.3
 #   fx15    textures, camera, lighting, noise and hood at 1.5; the palettes at 1.0, things at 0.3
 #   pal15   the stuff palettes at 1.5, the rest at 1.0, things at 0.3
-# STEPS sets trainer.max_steps and the mean teacher's alpha = 1 - 1 / (0.025 * STEPS) (the papers' 2.5 %
-# window, conf/experiment/synthetic_uda_base.yaml); the lr warm-up is a fraction of the run already.
+# STEPS sets trainer.max_steps; the mean teacher's alpha (the papers' 2.5 % window,
+# conf/experiment/synthetic_uda_base.yaml), the one validation and the lr warm-up follow it in the configs.
 # EXPERIMENTS: comma-separated experiment names; NAME@frozen_teacher / NAME@permuted_labels runs the negative
 # controls of tests/controls.py on that method (uda.name gets the suffix). SEEDS: comma-separated (default 0).
 # Environment: DATA_SEED=0 renders and trains on the *reported* split instead (data/synthetic_<SETTING>, the
@@ -47,7 +47,7 @@ case $setting in
   g15) flags=(--gap 1.5 --thing-gap 0.3) ;;
   fx15) flags=(--gap 1.5 --thing-gap 0.3 --palette-gap 1.0) ;;
   pal15) flags=(--thing-gap 0.3 --palette-gap 1.5) ;;
-  *) echo "dev_gap_study.sh: unknown SETTING '$setting' (v3, tg03, tg0, tg0c0, tg0c05, c0, tg0c0p14, tg0c0x14, tg0c0x17, tg0c0x20, g15, fx15, pal15)" >&2; exit 2 ;;
+  *) echo "dev_gap_study.sh: unknown SETTING '$setting' (the list: bash $0 without arguments)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
@@ -69,23 +69,21 @@ for ((i = 0; i < ${#flags[@]}; i += 2)); do
   prepare+=("+data.prepare.${key//-/_}=${flags[i + 1]}")
 done
 read -r -a extra <<< "${EXTRA:-}"
-alpha=$("$py" -c "print(max(0.0, round(1 - 1 / (0.025 * $steps), 4)))")
 commands=()
 for seed in ${seeds//,/ }; do  # JOBS: seed-major order, so that every row's first seed starts first
   for item in ${experiments//,/ }; do
     exp=${item%@*} control=${item#"$exp"} control=${control#@}
-    teacher=()  # the rows without a teacher (source only, oracle) have no alpha to set
-    case $exp in source_only*|oracle*) ;; *) teacher=("uda.teacher.alpha=$alpha") ;; esac
+    overrides=()  # the negative control, when the item names one
     case $control in  # the run folder is named after the item itself (NAME or NAME@control)
       "") ;;
-      frozen_teacher) teacher+=(uda.teacher._target_=tests.controls.FrozenTeacher) ;;
-      permuted_labels) teacher+=(uda.pseudo._target_=tests.controls.PermutedPseudoLabeler) ;;
+      frozen_teacher) overrides+=(uda.teacher._target_=tests.controls.FrozenTeacher) ;;
+      permuted_labels) overrides+=(uda.pseudo._target_=tests.controls.PermutedPseudoLabeler) ;;
       *) echo "dev_gap_study.sh: unknown control '@$control' in '$item' (frozen_teacher, permuted_labels)" >&2
          exit 2 ;;
     esac
-    [ -z "$control" ] || teacher+=("uda.name=${exp%_synthetic}_$control")
+    [ -z "$control" ] || overrides+=("uda.name=${exp%_synthetic}_$control")
     args=("experiment=$exp" "data.root=$PWD/$root" "${prepare[@]}" "trainer.max_steps=$steps"
-          "trainer.val_check_interval=$steps" "${teacher[@]}" callbacks.progress=null
+          "${overrides[@]}" callbacks.progress=null
           trainer.enable_progress_bar=false "${extra[@]}")
     if [ -z "${JOBS:-}" ]; then
       "$py" -m src.train -m "seed=$seeds" "${args[@]}" "hydra.sweep.dir=$logs/$item"

@@ -443,7 +443,7 @@ def generate_synthetic_video_dataset(
     ``palette_gap``, ``camera_gap``: parts of the gap scaled apart (None = ``gap``), as the image generator.
     """
     root = Path(root).expanduser().resolve()
-    gaps = {"thing_gap": thing_gap, "palette_gap": palette_gap, "camera_gap": camera_gap}
+    gaps = dict(zip(syn.GAP_KEYS, (thing_gap, palette_gap, camera_gap), strict=True))
     params = _params(num_source, num_target, num_val, height, width, seed, gap, max_interval, **gaps)
     if min(num_source, num_target, num_val) < 0:
         raise ValueError(f"clip counts must be >= 0, got {split_counts(params)}")
@@ -509,7 +509,7 @@ def ensure_synthetic_video_dataset(
 ) -> Path:
     """Return ROOT at once when it holds the clips for these parameters; (re)generate them otherwise."""
     root = Path(root).expanduser().resolve()
-    gaps = {"thing_gap": thing_gap, "palette_gap": palette_gap, "camera_gap": camera_gap}
+    gaps = dict(zip(syn.GAP_KEYS, (thing_gap, palette_gap, camera_gap), strict=True))
     params = _params(num_source, num_target, num_val, height, width, seed, gap, max_interval, **gaps)
     why = _check(root, params)
     if why is None:
