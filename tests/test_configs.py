@@ -288,3 +288,21 @@ def test_synthetic_teacher_window_follows_the_run_and_the_regime_data_is_the_stu
     assert f"tg0c0x20) flags=({' '.join(study)})" in (ROOT / "scripts" / "dev_gap_study.sh").read_text()
     style = domain_style("target", prep.gap, prep.thing_gap, prep.palette_gap, prep.camera_gap)
     assert style == domain_style("target", 2.0, 0.0, 1.0, 0.0)
+
+
+def test_the_regimes_clips_have_the_image_regimes_gap():
+    """data=synthetic_video_sensor_gap renders the clips with data=synthetic_sensor_gap's generator gap (the
+    video table of issue 18 runs on the image regime's setting), in its own folder, everything else the
+    default clips'."""
+    gap_keys = ("gap", "thing_gap", "palette_gap", "camera_gap")
+
+    def data(name, exp):
+        return compose_cfg("train", [f"experiment={exp}", f"data={name}", "paths.output_dir=/x"]).data
+
+    image = data("synthetic_sensor_gap", "mic_synthetic")
+    clips = data("synthetic_video_sensor_gap", "tps_synthetic_video")
+    default_clips = data("synthetic_video", "tps_synthetic_video")
+    assert {k: clips.prepare[k] for k in gap_keys} == {k: image.prepare[k] for k in gap_keys}
+    assert clips.root.endswith("synthetic_video_sensor_gap") and clips.root != default_clips.root
+    rest = {k: v for k, v in clips.prepare.items() if k not in (*gap_keys, "root")}
+    assert rest == {k: v for k, v in default_clips.prepare.items() if k != "root"}

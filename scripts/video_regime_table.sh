@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The synthetic video table in the papers' regime (issue 18; README "Synthetic video benchmark"): for each
+# seed, the two-frame source-only model, then TPS and UDASS video on the reference schedule with that model as
+# the frozen teacher of the first 10 % of the run (uda/teacher=switch, udass.md §2.5c), TPS from step 0, and
+# (ours) L_TPS on confident pseudo-labels only (uda.pseudo.threshold=0.968, DAFormer's τ).
+#
+#   bash scripts/video_regime_table.sh [STEPS] [SEEDS] [DATA]
+#   e.g. JOBS=2 bash scripts/video_regime_table.sh 1500 0,1,2 synthetic_video_sensor_gap
+#
+# STEPS: trainer.max_steps of every row (default 1500, the image regime's); SEEDS: comma-separated (default
+# 0,1,2); DATA: the clips' data config (default synthetic_video_sensor_gap, the image regime's gap).
+# Environment: JOBS=K runs K trainings at a time (default 2, one thread each), the source-only runs first
+# (their checkpoints are the adapted rows' teachers), then the adapted rows; ROWS="tps udass" picks the
+# adapted rows (add "tps_ref udass_ref" for the reference without the threshold, "tps_permuted" for the
+# negative control: the TPS row on pseudo-labels shifted by one class, "mic" for image MIC on the clips'
+# current frames, from the stand-in with its own EMA teacher as the image rows); SKIP_SOURCE=1 reuses the
+# source-only runs already there; EXTRA="key=value ..." appends overrides.
+# Runs land in logs/video_regime/<DATA>_<STEPS>/<row>/seed<S>; the table:
+#   python scripts/aggregate_results.py logs/video_regime/<DATA>_<STEPS> --per-class
+set -euo pipefail
+steps=${1:-1500} seeds=${2:-0,1,2} data=${3:-synthetic_video_sensor_gap}
+cd "$(dirname "$0")/.."
+if [ ! -f "conf/data/$data.yaml" ]; then
+  echo "video_regime_table.sh: no conf/data/$data.yaml: name a data config (e.g. synthetic_video)" >&2
+  exit 2
+fi
+py=${PYTHON:-.venv/bin/python}
+logs=logs/video_regime/${data}_$steps
+read -r -a extra <<< "${EXTRA:-}"
+run() {  # run ROW EXPERIMENT SEED OVERRIDES...: one training as one shell line
+  local row=$1 exp=$2 seed=$3
+  shift 3
+  printf 'OMP_NUM_THREADS=1 %q -m src.train experiment=%q data=%q trainer.max_steps=%q seed=%q' \
+    "$py" "$exp" "$data" "$steps" "$seed"
+  printf ' %q' "$@" callbacks.progress=null trainer.enable_progress_bar=false "${extra[@]}" \
+    "hydra.run.dir=$logs/$row/seed$seed"
+  printf '\n'
+}
+sources=$(mktemp) adapted=$(mktemp)
+for seed in ${seeds//,/ }; do
+  run source_only source_only_synthetic_video "$seed"
+done > "$sources"
+for seed in ${seeds//,/ }; do
+  ref=(uda/teacher=switch uda.teacher.switch_step=0.1
+    "uda.teacher.checkpoint=$logs/source_only/seed$seed/checkpoints/last.ckpt")
+  for row in ${ROWS:-tps udass}; do  # (each ROWS selection logs its jobs to jobs_<ROWS>)
+    case $row in
+      tps) run tps_thr0.968 tps_synthetic_video "$seed" "${ref[@]}" uda.pseudo.threshold=0.968 \
+        uda.name=tps_thr0.968 ;;
+      udass) run udass_thr0.968 udass_synthetic_video "$seed" "${ref[@]}" uda.pseudo.threshold=0.968 \
+        uda.name=udass_video_thr0.968 ;;
+      tps_permuted)  # the negative control (tests/controls.py): the same TPS row on shifted pseudo-labels
+        run tps_thr0.968@permuted_labels tps_synthetic_video "$seed" "${ref[@]}" \
+          uda.pseudo.threshold=0.968 uda.pseudo._target_=tests.controls.PermutedTemporalPseudoLabels \
+          uda.name=tps_thr0.968_permuted_labels ;;
+      mic) run mic mic_synthetic_video "$seed" ;;  # image MIC on the clips' current frames
+      tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" ;;
+      udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
+      *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
+           "(tps, udass, tps_permuted, mic, tps_ref, udass_ref)" >&2
+         exit 2 ;;
+    esac
+  done
+done > "$adapted"
+# two phases: an adapted row reads its seed's source-only checkpoint as the frozen teacher
+rows=${ROWS:-tps udass}
+[ -n "${SKIP_SOURCE:-}" ] \
+  || "$py" scripts/run_parallel.py "$sources" --jobs "${JOBS:-2}" --log-dir "$logs/jobs_source_only"
+"$py" scripts/run_parallel.py "$adapted" --jobs "${JOBS:-2}" --log-dir "$logs/jobs_${rows// /_}"
+"$py" scripts/aggregate_results.py "$logs" --per-class
