@@ -4,8 +4,9 @@
 
 Reads ``<run>/csv/metrics.csv`` and ``<run>/results.json`` of every finished run and prints one line per run:
 method, seed, target mIoU and the means of ``train/pseudo_weight``, ``pseudo_accuracy``, ``pseudo_precision``,
-``pseudo_kept``, ``cam_fg_cells``, ``fdm_active_cells``, ``cdm_keep_rate`` and ``sec_per_step`` over the
-logged steps >= ``--from-step`` (the README's "logged" columns).
+``pseudo_kept``, ``cam_fg_cells``, ``fdm_active_cells``, ``cdm_keep_rate``, the video module's
+``pseudo_confidence`` and ``tps_confident`` (the share of TPS's ŷ above ``uda.pseudo.threshold``) and
+``sec_per_step`` over the logged steps >= ``--from-step`` (the README's "logged" columns).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import json
 from pathlib import Path
 
 KEYS = ("pseudo_weight", "pseudo_accuracy", "pseudo_precision", "pseudo_kept", "cam_fg_cells",
-        "fdm_active_cells", "cdm_keep_rate", "sec_per_step")  # fmt: skip
+        "fdm_active_cells", "cdm_keep_rate", "pseudo_confidence", "tps_confident",
+        "sec_per_step")  # fmt: skip
 
 
 def summarize(run: Path, from_step: int) -> dict | None:
