@@ -12,7 +12,8 @@
 # Environment: JOBS=K runs K trainings at a time (default 2, one thread each), the source-only runs first
 # (their checkpoints are the adapted rows' teachers), then the adapted rows; ROWS="tps udass" picks the
 # adapted rows (add "tps_ref udass_ref" for the reference without the threshold, "tps_permuted" for the
-# negative control: the TPS row on pseudo-labels shifted by one class, "mic" for image MIC on the clips'
+# negative control: the TPS row on pseudo-labels shifted by one class, "tps_ema" for the TPS row with a mean
+# teacher of the student after the switch, "mic" for image MIC on the clips'
 # current frames, from the stand-in with its own EMA teacher as the image rows); SKIP_SOURCE=1 reuses the
 # source-only runs already there; EXTRA="key=value ..." appends overrides.
 # Runs land in logs/video_regime/<DATA>_<STEPS>/<row>/seed<S>; the table:
@@ -36,6 +37,7 @@ run() {  # run ROW EXPERIMENT SEED OVERRIDES...: one training as one shell line
     "hydra.run.dir=$logs/$row/seed$seed"
   printf '\n'
 }
+alpha=$("$py" -c "from src.utils.config import ema_alpha; print(ema_alpha(0.025, $steps))")
 sources=$(mktemp) adapted=$(mktemp)
 for seed in ${seeds//,/ }; do
   run source_only source_only_synthetic_video "$seed"
@@ -53,11 +55,14 @@ for seed in ${seeds//,/ }; do
         run tps_thr0.968@permuted_labels tps_synthetic_video "$seed" "${ref[@]}" \
           uda.pseudo.threshold=0.968 uda.pseudo._target_=tests.controls.PermutedTemporalPseudoLabels \
           uda.name=tps_thr0.968_permuted_labels ;;
+      tps_ema)  # ours: TPS + threshold, a mean teacher of the student after the switch (2.5 % window)
+        run tps_thr0.968_ema tps_synthetic_video "$seed" "${ref[@]}" uda.pseudo.threshold=0.968 \
+          uda.teacher.after_switch=ema "uda.teacher.alpha=$alpha" uda.name=tps_thr0.968_ema ;;
       mic) run mic mic_synthetic_video "$seed" ;;  # image MIC on the clips' current frames
       tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
       *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
-           "(tps, udass, tps_permuted, mic, tps_ref, udass_ref)" >&2
+           "(tps, udass, tps_permuted, tps_ema, mic, tps_ref, udass_ref)" >&2
          exit 2 ;;
     esac
   done
