@@ -11,11 +11,11 @@
 # 0,1,2); DATA: the clips' data config (default synthetic_video_sensor_gap, the image regime's gap).
 # Environment: JOBS=K runs K trainings at a time (default 2, one thread each), the source-only runs first
 # (their checkpoints are the adapted rows' teachers), then the adapted rows; ROWS="tps udass" picks the
-# adapted rows (add "tps_ref udass_ref" for the reference without the threshold, "tps_permuted" for the
-# negative control: the TPS row on pseudo-labels shifted by one class, "tps_ema" for the TPS row with a mean
-# teacher of the student after the switch, "mic" for image MIC on the clips'
-# current frames, from the stand-in with its own EMA teacher as the image rows); SKIP_SOURCE=1 reuses the
-# source-only runs already there; EXTRA="key=value ..." appends overrides.
+# adapted rows (add "tps_ref udass_ref" for the reference without the threshold; "tps_permuted" for the
+# negative control: the TPS row on pseudo-labels shifted by one class, "udass_permuted" the same on the
+# UDASS video row; "tps_ema" for the TPS row with a mean teacher of the student after the switch; "mic" for
+# image MIC on the clips' current frames, from the stand-in with its own EMA teacher as the image rows);
+# SKIP_SOURCE=1 reuses the source-only runs already there; EXTRA="key=value ..." appends overrides.
 # Runs land in logs/video_regime/<DATA>_<STEPS>/<row>/seed<S>; the table:
 #   python scripts/aggregate_results.py logs/video_regime/<DATA>_<STEPS> --per-class
 set -euo pipefail
@@ -55,6 +55,10 @@ for seed in ${seeds//,/ }; do
         run tps_thr0.968@permuted_labels tps_synthetic_video "$seed" "${ref[@]}" \
           uda.pseudo.threshold=0.968 uda.pseudo._target_=tests.controls.PermutedTemporalPseudoLabels \
           uda.name=tps_thr0.968_permuted_labels ;;
+      udass_permuted)  # the same control on the UDASS video row (video QuadMix pastes the shifted key labels)
+        run udass_thr0.968@permuted_labels udass_synthetic_video "$seed" "${ref[@]}" \
+          uda.pseudo.threshold=0.968 uda.pseudo._target_=tests.controls.PermutedTemporalPseudoLabels \
+          uda.name=udass_video_thr0.968_permuted_labels ;;
       tps_ema)  # ours: TPS + threshold, a mean teacher of the student after the switch (2.5 % window)
         run tps_thr0.968_ema tps_synthetic_video "$seed" "${ref[@]}" uda.pseudo.threshold=0.968 \
           uda.teacher.after_switch=ema "uda.teacher.alpha=$alpha" uda.name=tps_thr0.968_ema ;;
@@ -62,7 +66,7 @@ for seed in ${seeds//,/ }; do
       tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
       *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
-           "(tps, udass, tps_permuted, tps_ema, mic, tps_ref, udass_ref)" >&2
+           "(tps, udass, tps_permuted, udass_permuted, tps_ema, mic, tps_ref, udass_ref)" >&2
          exit 2 ;;
     esac
   done
