@@ -37,7 +37,6 @@ run() {  # run ROW EXPERIMENT SEED OVERRIDES...: one training as one shell line
     "hydra.run.dir=$logs/$row/seed$seed"
   printf '\n'
 }
-alpha=$("$py" -c "from src.utils.config import ema_alpha; print(ema_alpha(0.025, $steps))")
 sources=$(mktemp) adapted=$(mktemp)
 for seed in ${seeds//,/ }; do
   run source_only source_only_synthetic_video "$seed"
@@ -45,23 +44,22 @@ done > "$sources"
 for seed in ${seeds//,/ }; do
   ref=(uda/teacher=switch uda.teacher.switch_step=0.1
     "uda.teacher.checkpoint=$logs/source_only/seed$seed/checkpoints/last.ckpt")
+  thr=("${ref[@]}" uda.pseudo.threshold=0.968)  # ours: L_TPS on confident pseudo-labels (DAFormer's tau)
+  shifted=uda.pseudo._target_=tests.controls.PermutedTemporalPseudoLabels  # the negative control's labeller
   for row in ${ROWS:-tps udass}; do  # (each ROWS selection logs its jobs to jobs_<ROWS>)
     case $row in
-      tps) run tps_thr0.968 tps_synthetic_video "$seed" "${ref[@]}" uda.pseudo.threshold=0.968 \
-        uda.name=tps_thr0.968 ;;
-      udass) run udass_thr0.968 udass_synthetic_video "$seed" "${ref[@]}" uda.pseudo.threshold=0.968 \
-        uda.name=udass_video_thr0.968 ;;
+      tps) run tps_thr0.968 tps_synthetic_video "$seed" "${thr[@]}" uda.name=tps_thr0.968 ;;
+      udass) run udass_thr0.968 udass_synthetic_video "$seed" "${thr[@]}" uda.name=udass_video_thr0.968 ;;
       tps_permuted)  # the negative control (tests/controls.py): the same TPS row on shifted pseudo-labels
-        run tps_thr0.968@permuted_labels tps_synthetic_video "$seed" "${ref[@]}" \
-          uda.pseudo.threshold=0.968 uda.pseudo._target_=tests.controls.PermutedTemporalPseudoLabels \
+        run tps_thr0.968@permuted_labels tps_synthetic_video "$seed" "${thr[@]}" "$shifted" \
           uda.name=tps_thr0.968_permuted_labels ;;
       udass_permuted)  # the same control on the UDASS video row (video QuadMix pastes the shifted key labels)
-        run udass_thr0.968@permuted_labels udass_synthetic_video "$seed" "${ref[@]}" \
-          uda.pseudo.threshold=0.968 uda.pseudo._target_=tests.controls.PermutedTemporalPseudoLabels \
+        run udass_thr0.968@permuted_labels udass_synthetic_video "$seed" "${thr[@]}" "$shifted" \
           uda.name=udass_video_thr0.968_permuted_labels ;;
-      tps_ema)  # ours: TPS + threshold, a mean teacher of the student after the switch (2.5 % window)
-        run tps_thr0.968_ema tps_synthetic_video "$seed" "${ref[@]}" uda.pseudo.threshold=0.968 \
-          uda.teacher.after_switch=ema "uda.teacher.alpha=$alpha" uda.name=tps_thr0.968_ema ;;
+      tps_ema)  # ours: TPS + threshold, a mean teacher of the student after the switch (the configs' 2.5 %
+        # window of the run, the resolver of conf/experiment/synthetic_uda_base.yaml: 0.9733 at 1500 steps)
+        run tps_thr0.968_ema tps_synthetic_video "$seed" "${thr[@]}" uda.teacher.after_switch=ema \
+          "uda.teacher.alpha='\${udass.ema_alpha:0.025,\${trainer.max_steps}}'" uda.name=tps_thr0.968_ema ;;
       mic) run mic mic_synthetic_video "$seed" ;;  # image MIC on the clips' current frames
       tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
