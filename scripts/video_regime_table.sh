@@ -13,7 +13,8 @@
 # (their checkpoints are the adapted rows' teachers), then the adapted rows; ROWS="tps udass" picks the
 # adapted rows (add "tps_ref udass_ref" for the reference without the threshold; "tps_permuted" for the
 # negative control: the TPS row on pseudo-labels shifted by one class, "udass_permuted" the same on the
-# UDASS video row; "tps_ema" for the TPS row with a mean teacher of the student after the switch; "mic" for
+# UDASS video row; "tps_ema" for the TPS row with a mean teacher of the student after the switch;
+# "udass_nomix" / "udass_nommd" for the UDASS video row without video QuadMix / without the MMD; "mic" for
 # image MIC on the clips' current frames, from the stand-in with its own EMA teacher as the image rows);
 # SKIP_SOURCE=1 reuses the source-only runs already there; EXTRA="key=value ..." appends overrides.
 # Runs land in logs/video_regime/<DATA>_<STEPS>/<row>/seed<S>; the table:
@@ -60,11 +61,18 @@ for seed in ${seeds//,/ }; do
         # window of the run, the resolver of conf/experiment/synthetic_uda_base.yaml: 0.9733 at 1500 steps)
         run tps_thr0.968_ema tps_synthetic_video "$seed" "${thr[@]}" uda.teacher.after_switch=ema \
           "uda.teacher.alpha='\${udass.ema_alpha:0.025,\${trainer.max_steps}}'" uda.name=tps_thr0.968_ema ;;
+      udass_nomix)  # ablation of UDASS video: without video QuadMix (no L_SS, no L_ST): TPS + MMD
+        run udass_thr0.968_nomix udass_synthetic_video "$seed" "${thr[@]}" uda/mix=none \
+          uda.name=udass_video_thr0.968_nomix ;;
+      udass_nommd)  # ablation of UDASS video: without the prototype MMD: TPS + video QuadMix
+        run udass_thr0.968_nommd udass_synthetic_video "$seed" "${thr[@]}" uda.mmd=null \
+          uda.name=udass_video_thr0.968_nommd ;;
       mic) run mic mic_synthetic_video "$seed" ;;  # image MIC on the clips' current frames
       tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
       *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
-           "(tps, udass, tps_permuted, udass_permuted, tps_ema, mic, tps_ref, udass_ref)" >&2
+           "(tps, udass, tps_permuted, udass_permuted, tps_ema, udass_nomix, udass_nommd, mic, tps_ref," \
+           "udass_ref)" >&2
          exit 2 ;;
     esac
   done
