@@ -33,9 +33,11 @@ Common rules:
 - Update then threshold (as FreeMatch): in training mode the statistics are first updated with the batch,
   then the weights computed; in eval mode the buffers are only read.
 - Warm-up: for ``step < warmup_steps`` (1500, the lr warm-up period, §4.3) the returned weight is exactly
-  DACS's scalar q (``PseudoLabeler``); the statistics are updated during the warm-up, so the initial values
-  are forgotten by the time CDM takes over (0.99^1500 ~ 3e-7). ``step=None`` uses the internal counter
-  ``num_steps`` (training calls so far, a buffer, so a resumed run continues it).
+  DACS's scalar q (``PseudoLabeler``). In the first design the statistics are updated during the warm-up:
+  after the papers' 1500 steps the initial values are forgotten (0.99^1500 ~ 3e-7), after a short warm-up
+  they are not (0.99^50 = 0.61), and what is learned is the untrained teacher's; hence ``first_batch_init``
+  and ``stats_after_warmup`` below. ``step=None`` uses the internal counter ``num_steps`` (training calls so
+  far, a buffer, so a resumed run continues it).
 - Pseudo-label margins (``ignore_top`` / ``ignore_bottom`` rows) and the crop-aware ``valid`` mask zero the
   weight as in ``PseudoLabeler`` and also exclude those pixels from the statistics (our choice).
 - State: every running statistic is a registered buffer (saved in checkpoints, moved with the module).
