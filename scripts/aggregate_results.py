@@ -9,6 +9,15 @@ n-1; a single seed shows its value alone, an empty std in the CSV), in percent. 
 (markdown) and `<out>.csv` (one row per group, per-class means too) and prints the markdown. Where the
 runs hold a `source_only` and an `oracle` row of the same (data, model, steps), every row of those gets its
 "gap closed" = (mIoU − source only) / (oracle − source only) on the seeds' means, in percent.
+
+Class groups (a column each, in the markdown and the CSV): ``--group "rare five=train,rider,bus"`` is, per
+run, the mean IoU over those classes (a class without IoU in a run, absent from its labels, is left out of
+that run's mean, as mIoU does), then mean ± std over the seeds. ``--rare N --source-labels DIR`` adds the
+group "rare N": the N classes with instances (Cityscapes' eight, person ... bicycle,
+``src.data.classes.INSTANCE_CLASSES``, by name; DAFormer's ten thing classes, traffic light and sign included,
+with ``--rare-among things``; every class with ``all``) with the fewest pixels in DIR's label PNGs (train
+ids, 255 ignored; e.g. the synthetic source, ``data/synthetic_tg0c0x20/source/labels``); the table's first
+line says which they are and their shares of the labelled pixels.
 """
 
 from __future__ import annotations
@@ -57,6 +66,70 @@ def fmt(m: float | None, s: float | None) -> str:
     return f"{m:.1f}" if s is None else f"{m:.1f} ± {s:.1f}"
 
 
+def parse_group(spec: str) -> tuple[str, list[str]]:
+    """``"name=class,class,..."`` -> (name, classes)."""
+    name, sep, classes = spec.partition("=")
+    names = [c.strip() for c in classes.split(",") if c.strip()]
+    if not sep or not name.strip() or not names:
+        raise ValueError(f"--group {spec!r}: write NAME=CLASS,CLASS,... (e.g. 'rare five=train,rider,bus')")
+    return name.strip(), names
+
+
+def class_names(kind: str) -> set[str] | None:
+    """The candidates of ``--rare`` by name: ``instances`` (Cityscapes' eight), ``things`` (DAFormer's ten) or
+    ``all`` (None: every class)."""
+    if kind == "all":
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from src.data.classes import CITYSCAPES_CLASSES, INSTANCE_CLASSES, THING_CLASSES
+
+    ids = {"instances": INSTANCE_CLASSES, "things": THING_CLASSES}[kind]
+    return {CITYSCAPES_CLASSES[i] for i in ids}
+
+
+def rarest_classes(
+    label_dir: Path, classes: list[str], n: int, among: set[str] | None = None
+) -> tuple[list[str], list[float]]:
+    """The ``n`` classes of ``classes`` (train-id order; only those in ``among`` if given) with the fewest
+    pixels in ``label_dir``'s PNGs, and their shares of all labelled pixels."""
+    import numpy as np
+    from PIL import Image
+
+    files = sorted(label_dir.glob("*.png")) if label_dir.is_dir() else []
+    if not files:
+        raise FileNotFoundError(
+            f"--source-labels {label_dir}: no label PNGs there (train ids, e.g. source/labels)"
+        )
+    pool = [i for i, c in enumerate(classes) if among is None or c in among]
+    if not 0 < n <= len(pool):
+        raise ValueError(f"--rare {n}: must be between 1 and the number of candidate classes ({len(pool)})")
+    counts = np.zeros(len(classes), dtype=np.int64)
+    for f in files:
+        y = np.asarray(Image.open(f)).ravel()
+        counts += np.bincount(y[y < len(classes)], minlength=len(classes))[: len(classes)]
+    order = [pool[j] for j in np.argsort(counts[pool], kind="stable")[:n]]
+    share = counts / max(int(counts.sum()), 1)
+    return [classes[i] for i in order], [float(share[i]) for i in order]
+
+
+def add_groups(rows: list[dict], runs: list[dict], groups: dict[str, list[str]]) -> None:
+    """Each row's ``groups[name]``: mean ± std over its seeds of each run's mean IoU over those classes."""
+    for name, members in groups.items():
+        for r in runs:
+            unknown = [c for c in members if c not in r["per_class"]]
+            if unknown:
+                raise ValueError(f"--group {name!r}: {unknown} not among the classes of {r['_file']}")
+    for row in rows:
+        row.setdefault("groups", {})
+        mine = [r for r in runs if tuple(r[k] for k in KEY) == tuple(row[k] for k in KEY)]
+        for name, members in groups.items():
+            per_run = []
+            for r in mine:
+                vals = [r["per_class"][c] for c in members if r["per_class"][c] is not None]
+                per_run.append(sum(vals) / len(vals) if vals else None)
+            row["groups"][name] = mean_std(per_run)
+
+
 def aggregate(runs: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
@@ -88,6 +161,8 @@ def to_markdown(rows: list[dict], per_class: bool) -> str:
     head += [f"mIoU{s}" for s in subsets] + ["teacher mIoU"]
     closed = any(r.get("gap_closed") is not None for r in rows)
     head += ["gap closed"] if closed else []
+    group_names = list(rows[0].get("groups", {})) if rows else []
+    head += group_names
     classes = list(rows[0]["per_class"]) if rows and per_class else []
     head += classes
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -98,6 +173,7 @@ def to_markdown(rows: list[dict], per_class: bool) -> str:
         cells.append(fmt(*r["teacher_mIoU"][:2]))
         if closed:
             cells.append("n/a" if r.get("gap_closed") is None else f"{r['gap_closed']:.0f} %")
+        cells += [fmt(*r["groups"][g][:2]) for g in group_names]
         cells += [fmt(*r["per_class"][c][:2]) for c in classes]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -106,15 +182,18 @@ def to_markdown(rows: list[dict], per_class: bool) -> str:
 def write_csv(rows: list[dict], path: Path) -> None:
     classes = list(rows[0]["per_class"]) if rows else []
     subsets = sorted({s for r in rows for s in r["subsets"]})
+    group_names = list(rows[0].get("groups", {})) if rows else []
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow([*KEY, "n_seeds", "mIoU_mean", "mIoU_std"]
                    + [f"mIoU{s}_{x}" for s in subsets for x in ("mean", "std")]
-                   + [f"IoU_{c}_mean" for c in classes] + ["gap_closed"])  # fmt: skip
+                   + [f"IoU_{c}_mean" for c in classes] + ["gap_closed"]
+                   + [f"{g}_{x}" for g in group_names for x in ("mean", "std")])  # fmt: skip
         for r in rows:
             w.writerow([*(r[k] for k in KEY), r["mIoU"][2], r["mIoU"][0], r["mIoU"][1]]
                        + [v for s in subsets for v in r["subsets"].get(s, (None, None))[:2]]
-                       + [r["per_class"][c][0] for c in classes] + [r.get("gap_closed")])  # fmt: skip
+                       + [r["per_class"][c][0] for c in classes] + [r.get("gap_closed")]
+                       + [v for g in group_names for v in r["groups"][g][:2]])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,9 +201,53 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dirs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, default=None, help="write <out>.md and <out>.csv")
     p.add_argument("--per-class", action="store_true", help="add per-class IoU columns to the markdown")
+    p.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="NAME=CLASS,CLASS",
+        help="a column: the mean IoU over these classes (repeatable)",
+    )
+    p.add_argument(
+        "--rare",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a column 'rare N': the N classes with the fewest pixels in --source-labels",
+    )
+    p.add_argument("--source-labels", type=Path, default=None, help="label PNGs (train ids) for --rare")
+    p.add_argument(
+        "--rare-among",
+        choices=("instances", "things", "all"),
+        default="instances",
+        help="--rare picks among Cityscapes' 8 classes with instances (default), DAFormer's 10 "
+        "thing classes or every class",
+    )
     args = p.parse_args(argv)
-    rows = aggregate(load_results(args.dirs))
+    if (args.rare is None) != (args.source_labels is None):
+        p.error("--rare N and --source-labels DIR go together")
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError) as e:  # bad input: one line naming the file or option
+        p.error(str(e))
+
+
+def run(args: argparse.Namespace) -> int:
+    runs = load_results(args.dirs)
+    rows = aggregate(runs)
+    groups = dict(parse_group(g) for g in args.group)
+    if args.rare is not None:
+        among = class_names(args.rare_among)
+        names, shares = rarest_classes(args.source_labels, list(runs[0]["per_class"]), args.rare, among)
+        groups[f"rare {args.rare}"] = names
+        listed = ", ".join(f"{c} {100 * f:.2f} %" for c, f in zip(names, shares))
+        notes = [f"rare {args.rare}: {listed} of the labelled pixels of {args.source_labels}"]
+    else:
+        notes = []
+    add_groups(rows, runs, groups)
+    notes += [f"{g} = mean IoU over {', '.join(c)}" for g, c in groups.items() if not g.startswith("rare ")]
     md = to_markdown(rows, args.per_class)
+    md = "\n".join([*(f"- {n}" for n in notes), "", md] if notes else [md])
     print(md)
     if args.out:
         # <out>.md / <out>.csv appended, not with_suffix: a name such as lr2.4e-3 keeps its dot

@@ -29,6 +29,10 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
 # traffic sign, person, rider, car, truck, bus, train, motorcycle, bicycle. Pole (5) is *not* in it.
 THING_CLASSES: tuple[int, ...] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
 
+# Cityscapes' classes with instances (its label table's hasInstances; the eight the synthetic generator draws
+# as objects): person, rider, car, truck, bus, train, motorcycle, bicycle; aggregate_results.py --rare.
+INSTANCE_CLASSES: tuple[int, ...] = (11, 12, 13, 14, 15, 16, 17, 18)
+
 # UDASS QuadMix's rare classes, the GTA list (udass.md §1.4g): wall, fence, pole, traffic light, rider, bus,
 # train, motorcycle, bicycle.
 RARE_CLASSES: tuple[int, ...] = (3, 4, 5, 6, 12, 15, 16, 17, 18)

@@ -66,3 +66,37 @@ def test_gap_closed_against_the_settings_source_only_and_oracle_and_names_keep_t
     for r in only:
         r["gap_closed"] = None
     assert "gap closed" not in agg.to_markdown(only, per_class=False)
+
+
+def test_class_groups_and_the_rarest_thing_classes_of_a_label_folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    agg = _load()
+    classes = ["road", "sky", "car", "bus", "train"]  # car, bus, train have instances; road, sky do not
+    for seed, ious in enumerate([(90, 80, 50, 10, 30), (80, 80, 40, None, 20)]):
+        d = tmp_path / "runs" / str(seed)
+        d.mkdir(parents=True)
+        r = {"mIoU": 50.0, "per_class": dict(zip(classes, ious)), "method": "mic", "data": "synthetic",
+             "model": "daformer_mitb0", "seed": seed, "steps": 100}  # fmt: skip
+        (d / "results.json").write_text(json.dumps(r))
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    # pixels: road 40, sky 30, car 20, train 6, bus 3, ignored 1 -> the two rarest things: bus, train
+    y = np.array([0] * 40 + [1] * 30 + [2] * 20 + [4] * 6 + [3] * 3 + [255], dtype=np.uint8).reshape(10, 10)
+    Image.fromarray(y).save(labels / "0.png")
+    names, shares = agg.rarest_classes(labels, classes, 2, agg.class_names("instances"))
+    assert names == ["bus", "train"] and shares == pytest.approx([3 / 99, 6 / 99])
+    assert agg.rarest_classes(labels, classes, 1)[0] == ["bus"]  # among all classes
+    out = tmp_path / "table"
+    argv = [str(tmp_path / "runs"), "--rare", "2", "--source-labels", str(labels), "--out", str(out)]
+    assert agg.main([*argv, "--group", "vehicles=car,bus"]) == 0
+    md = (tmp_path / "table.md").read_text()
+    assert "rare 2: bus 3.03 %, train 6.06 %" in md and "vehicles = mean IoU over car, bus" in md
+    # per run: seed 0 (10 + 30) / 2 = 20, seed 1 bus absent -> 20 alone; vehicles (50 + 10) / 2 = 30 and 40
+    assert "| 20.0 ± 0.0 |" in md and "| 35.0 ± 7.1 |" in md
+    assert "rare 2_mean" in (tmp_path / "table.csv").read_text().splitlines()[0]
+    with pytest.raises(SystemExit):  # unknown class: a one-line argparse error, not a traceback
+        agg.main([str(tmp_path / "runs"), "--group", "x=bike"])
+    with pytest.raises(SystemExit):
+        agg.main([str(tmp_path / "runs"), "--rare", "2", "--source-labels", str(tmp_path / "none")])
