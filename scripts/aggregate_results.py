@@ -18,6 +18,10 @@ group "rare N": the N classes with instances (Cityscapes' eight, person ... bicy
 with ``--rare-among things``; every class with ``all``) with the fewest pixels in DIR's label PNGs (train
 ids, 255 ignored; e.g. the synthetic source, ``data/synthetic_tg0c0x20/source/labels``); the table's first
 line says which they are and their shares of the labelled pixels.
+
+``--update OUT`` re-runs one row of a table: the rows of these runs replace the rows of the same (method,
+data, model, steps) of the existing ``OUT.md`` / ``OUT.csv`` in place (or are appended), every other row is
+kept as it was (for tables whose other runs' logs are gone); the markdown's columns must be the same.
 """
 
 from __future__ import annotations
@@ -179,27 +183,96 @@ def to_markdown(rows: list[dict], per_class: bool) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
+def csv_table(rows: list[dict]) -> tuple[list[str], list[list]]:
+    """(header, rows) of the CSV: one row per group, per-class means, gap closed, class groups."""
     classes = list(rows[0]["per_class"]) if rows else []
     subsets = sorted({s for r in rows for s in r["subsets"]})
     group_names = list(rows[0].get("groups", {})) if rows else []
+    header = ([*KEY, "n_seeds", "mIoU_mean", "mIoU_std"]
+              + [f"mIoU{s}_{x}" for s in subsets for x in ("mean", "std")]
+              + [f"IoU_{c}_mean" for c in classes] + ["gap_closed"]
+              + [f"{g}_{x}" for g in group_names for x in ("mean", "std")])  # fmt: skip
+    body = [[*(r[k] for k in KEY), r["mIoU"][2], r["mIoU"][0], r["mIoU"][1]]
+            + [v for s in subsets for v in r["subsets"].get(s, (None, None))[:2]]
+            + [r["per_class"][c][0] for c in classes] + [r.get("gap_closed")]
+            + [v for g in group_names for v in r["groups"][g][:2]] for r in rows]  # fmt: skip
+    return header, body
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    header, body = csv_table(rows)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([*KEY, "n_seeds", "mIoU_mean", "mIoU_std"]
-                   + [f"mIoU{s}_{x}" for s in subsets for x in ("mean", "std")]
-                   + [f"IoU_{c}_mean" for c in classes] + ["gap_closed"]
-                   + [f"{g}_{x}" for g in group_names for x in ("mean", "std")])  # fmt: skip
-        for r in rows:
-            w.writerow([*(r[k] for k in KEY), r["mIoU"][2], r["mIoU"][0], r["mIoU"][1]]
-                       + [v for s in subsets for v in r["subsets"].get(s, (None, None))[:2]]
-                       + [r["per_class"][c][0] for c in classes] + [r.get("gap_closed")]
-                       + [v for g in group_names for v in r["groups"][g][:2]])  # fmt: skip
+        w.writerow(header)
+        w.writerows(body)
+
+
+def update_tables(rows: list[dict], md: str, out: str) -> None:
+    """``--update``: put these rows into the existing ``<out>.md`` / ``<out>.csv``, replacing the rows of the
+    same (method, data, model, steps) in place and appending the others; every other row is kept as it is.
+    The markdown's header must be the one these rows make (same columns), else the table has to be re-made."""
+    md_path, csv_path = Path(out + ".md"), Path(out + ".csv")
+    for f in (md_path, csv_path):
+        if not f.exists():
+            raise FileNotFoundError(f"--update {out}: {f} does not exist; make the table with --out first")
+    # CSV: the union of the columns, old ones first (a column the old rows lack stays empty for them)
+    with csv_path.open(newline="") as f:
+        old = list(csv.reader(f))
+    if not old or list(old[0][: len(KEY)]) != list(KEY):
+        raise ValueError(
+            f"--update {out}: {csv_path} is not a table of aggregate_results.py (re-make it with --out)"
+        )
+    header, body = csv_table(rows)
+    new = {tuple(str(v) for v in b[: len(KEY)]): dict(zip(header, b)) for b in body}
+    merged_header = old[0] + [c for c in header if c not in old[0]]
+    out_rows, done = [], set()
+    for line in old[1:]:
+        key = tuple(line[: len(KEY)])
+        if key in new:
+            out_rows.append([new[key].get(c) for c in merged_header])
+            done.add(key)
+        else:
+            out_rows.append(line + [""] * (len(merged_header) - len(line)))
+    out_rows += [[r.get(c) for c in merged_header] for k, r in new.items() if k not in done]
+    # markdown: the same header; rows matched on their first four cells
+    old_md = md_path.read_text().splitlines()
+    new_md = md.splitlines()
+    head_old = next((i for i, x in enumerate(old_md) if x.startswith("| method |")), None)
+    head_new = next(i for i, x in enumerate(new_md) if x.startswith("| method |"))
+    if head_old is None or old_md[head_old] != new_md[head_new]:
+        raise ValueError(f"--update {out}: {md_path} has other columns than these rows (per-class, subsets, "
+                         "gap closed or groups differ); re-make the whole table with --out")  # fmt: skip
+
+    def key_of(line: str) -> tuple[str, ...]:
+        return tuple(c.strip() for c in line.strip("|").split("|")[: len(KEY)])
+
+    new_lines = {key_of(x): x for x in new_md[head_new + 2 :]}
+    notes = old_md[:head_old] if head_old else []
+    notes = [n for n in notes if n.strip()] + [n for n in new_md[:head_new] if n.strip() and n not in notes]
+    lines = []
+    for x in old_md[head_old + 2 :]:
+        lines.append(new_lines.pop(key_of(x), x))
+    lines += list(new_lines.values())
+    table = [old_md[head_old], old_md[head_old + 1], *lines]
+    md_path.write_text("\n".join([*notes, "", *table] if notes else table) + "\n")
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(merged_header)
+        w.writerows(out_rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, default=None, help="write <out>.md and <out>.csv")
+    p.add_argument(
+        "--update",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="put these rows into an existing <OUT>.md / <OUT>.csv (same method, data, model and "
+        "steps replaced in place, the rest kept): re-running one row of a table",
+    )
     p.add_argument("--per-class", action="store_true", help="add per-class IoU columns to the markdown")
     p.add_argument(
         "--group",
@@ -255,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out + ".md").write_text(md + "\n")
         write_csv(rows, Path(out + ".csv"))
+    if args.update:
+        update_tables(rows, md, str(args.update).removesuffix(".md").removesuffix(".csv"))
     return 0
 
 

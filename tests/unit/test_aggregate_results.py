@@ -100,3 +100,24 @@ def test_class_groups_and_the_rarest_thing_classes_of_a_label_folder(tmp_path):
         agg.main([str(tmp_path / "runs"), "--group", "x=bike"])
     with pytest.raises(SystemExit):
         agg.main([str(tmp_path / "runs"), "--rare", "2", "--source-labels", str(tmp_path / "none")])
+
+
+def test_update_replaces_one_row_of_an_existing_table_and_keeps_the_others(tmp_path):
+    agg = _load()
+    for i, (m, v) in enumerate([("source_only", 20.0), ("omuda", 30.0), ("mic", 33.0)]):
+        _write(tmp_path / "old" / str(i), m, 0, v, v)
+    table = tmp_path / "table"
+    assert agg.main([str(tmp_path / "old"), "--out", str(table), "--per-class"]) == 0
+    for seed, v in enumerate([40.0, 42.0]):  # OMUDA re-run, two seeds
+        _write(tmp_path / "new" / str(seed), "omuda", seed, v, v)
+    assert agg.main([str(tmp_path / "new"), "--update", str(table), "--per-class"]) == 0
+    md = (tmp_path / "table.md").read_text().splitlines()
+    rows = [x for x in md if x.startswith("| ") and not x.startswith("| method")]
+    assert [r.split("|")[1].strip() for r in rows] == ["source_only", "omuda", "mic"]  # in place
+    assert "41.0 ± 1.4" in rows[1] and "| 20.0 |" in rows[0] and "| 33.0 |" in rows[2]
+    lines = (tmp_path / "table.csv").read_text().splitlines()
+    assert len(lines) == 4 and lines[2].startswith("omuda,synthetic,daformer_mitb0,100,2,41.0")
+    with pytest.raises(SystemExit):  # other columns (no per-class): the whole table must be re-made
+        agg.main([str(tmp_path / "new"), "--update", str(table)])
+    with pytest.raises(SystemExit):
+        agg.main([str(tmp_path / "new"), "--update", str(tmp_path / "missing")])
