@@ -309,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
     runs = load_results(args.dirs)
     rows = aggregate(runs)
     groups = dict(parse_group(g) for g in args.group)
+    described = set(groups)  # the user's groups get a "= mean IoU over ..." line; "rare N" gets its own
     if args.rare is not None:
         among = class_names(args.rare_among)
         names, shares = rarest_classes(args.source_labels, list(runs[0]["per_class"]), args.rare, among)
@@ -318,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         notes = []
     add_groups(rows, runs, groups)
-    notes += [f"{g} = mean IoU over {', '.join(c)}" for g, c in groups.items() if not g.startswith("rare ")]
+    notes += [f"{g} = mean IoU over {', '.join(c)}" for g, c in groups.items() if g in described]
     md = to_markdown(rows, args.per_class)
     md = "\n".join([*(f"- {n}" for n in notes), "", md] if notes else [md])
     print(md)

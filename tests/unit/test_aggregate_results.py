@@ -90,9 +90,10 @@ def test_class_groups_and_the_rarest_thing_classes_of_a_label_folder(tmp_path):
     assert agg.rarest_classes(labels, classes, 1)[0] == ["bus"]  # among all classes
     out = tmp_path / "table"
     argv = [str(tmp_path / "runs"), "--rare", "2", "--source-labels", str(labels), "--out", str(out)]
-    assert agg.main([*argv, "--group", "vehicles=car,bus"]) == 0
+    assert agg.main([*argv, "--group", "vehicles=car,bus", "--group", "rare things=bus,train"]) == 0
     md = (tmp_path / "table.md").read_text()
     assert "rare 2: bus 3.03 %, train 6.06 %" in md and "vehicles = mean IoU over car, bus" in md
+    assert "rare things = mean IoU over bus, train" in md
     # per run: seed 0 (10 + 30) / 2 = 20, seed 1 bus absent -> 20 alone; vehicles (50 + 10) / 2 = 30 and 40
     assert "| 20.0 ± 0.0 |" in md and "| 35.0 ± 7.1 |" in md
     assert "rare 2_mean" in (tmp_path / "table.csv").read_text().splitlines()[0]
