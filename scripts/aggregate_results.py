@@ -19,6 +19,9 @@ with ``--rare-among things``; every class with ``all``) with the fewest pixels i
 ids, 255 ignored; e.g. the synthetic source, ``data/synthetic_tg0c0x20/source/labels``); the table's first
 line says which they are and their shares of the labelled pixels.
 
+``--table CSV --rare 5 --source-labels DIR`` (no run dirs) prints those columns for an existing table's rows,
+from its per-class mean columns, for tables whose runs' logs are gone.
+
 ``--update OUT`` re-runs one row of a table: the rows of these runs replace the rows of the same (method,
 data, model, steps) of the existing ``OUT.md`` / ``OUT.csv`` in place (or are appended), every other row is
 kept as it was (for tables whose other runs' logs are gone); the markdown's columns must be the same.
@@ -34,6 +37,10 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from src.data.classes import CITYSCAPES_CLASSES, INSTANCE_CLASSES, THING_CLASSES  # noqa: E402
+from src.data.rare_class_sampling import compute_class_stats  # noqa: E402
 
 KEY = ("method", "data", "model", "steps")
 
@@ -84,9 +91,6 @@ def class_names(kind: str) -> set[str] | None:
     ``all`` (None: every class)."""
     if kind == "all":
         return None
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from src.data.classes import CITYSCAPES_CLASSES, INSTANCE_CLASSES, THING_CLASSES
-
     ids = {"instances": INSTANCE_CLASSES, "things": THING_CLASSES}[kind]
     return {CITYSCAPES_CLASSES[i] for i in ids}
 
@@ -95,10 +99,8 @@ def rarest_classes(
     label_dir: Path, classes: list[str], n: int, among: set[str] | None = None
 ) -> tuple[list[str], list[float]]:
     """The ``n`` classes of ``classes`` (train-id order; only those in ``among`` if given) with the fewest
-    pixels in ``label_dir``'s PNGs, and their shares of all labelled pixels."""
-    import numpy as np
-    from PIL import Image
-
+    pixels in ``label_dir``'s PNGs (counted by RCS's ``compute_class_stats``), and their shares of all
+    labelled pixels."""
     files = sorted(label_dir.glob("*.png")) if label_dir.is_dir() else []
     if not files:
         raise FileNotFoundError(
@@ -107,34 +109,34 @@ def rarest_classes(
     pool = [i for i, c in enumerate(classes) if among is None or c in among]
     if not 0 < n <= len(pool):
         raise ValueError(f"--rare {n}: must be between 1 and the number of candidate classes ({len(pool)})")
-    counts = np.zeros(len(classes), dtype=np.int64)
-    for f in files:
-        y = np.asarray(Image.open(f)).ravel()
-        counts += np.bincount(y[y < len(classes)], minlength=len(classes))[: len(classes)]
-    order = [pool[j] for j in np.argsort(counts[pool], kind="stable")[:n]]
-    share = counts / max(int(counts.sum()), 1)
-    return [classes[i] for i in order], [float(share[i]) for i in order]
+    counts = [0] * len(classes)
+    for entry in compute_class_stats(files, num_classes=len(classes), progress=False):
+        for c, k in entry["counts"].items():
+            counts[int(c)] += k
+    order = sorted(pool, key=lambda i: counts[i])[:n]  # stable: ties keep the train-id order
+    total = max(sum(counts), 1)
+    return [classes[i] for i in order], [counts[i] / total for i in order]
 
 
-def add_groups(rows: list[dict], runs: list[dict], groups: dict[str, list[str]]) -> None:
-    """Each row's ``groups[name]``: mean ± std over its seeds of each run's mean IoU over those classes."""
+def group_mean(per_class: dict, members: list[str]) -> float | None:
+    """The mean IoU over ``members`` of one run (or one table row); a class without IoU is left out."""
+    vals = [per_class[c] for c in members if per_class[c] is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def check_groups(groups: dict[str, list[str]], classes: dict, where: str) -> None:
     for name, members in groups.items():
-        for r in runs:
-            unknown = [c for c in members if c not in r["per_class"]]
-            if unknown:
-                raise ValueError(f"--group {name!r}: {unknown} not among the classes of {r['_file']}")
-    for row in rows:
-        row.setdefault("groups", {})
-        mine = [r for r in runs if tuple(r[k] for k in KEY) == tuple(row[k] for k in KEY)]
-        for name, members in groups.items():
-            per_run = []
-            for r in mine:
-                vals = [r["per_class"][c] for c in members if r["per_class"][c] is not None]
-                per_run.append(sum(vals) / len(vals) if vals else None)
-            row["groups"][name] = mean_std(per_run)
+        unknown = [c for c in members if c not in classes]
+        if unknown:
+            raise ValueError(f"--group {name!r}: {unknown} not among the classes of {where}")
 
 
-def aggregate(runs: list[dict]) -> list[dict]:
+def aggregate(runs: list[dict], class_groups: dict[str, list[str]] | None = None) -> list[dict]:
+    """One row per (method, data, model, steps): mean ± std over the seeds; ``class_groups`` (name -> classes)
+    adds ``row["groups"][name]``, the mean ± std over the seeds of each run's mean IoU over those classes."""
+    class_groups = class_groups or {}
+    for r in runs:
+        check_groups(class_groups, r["per_class"], r["_file"])
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         groups[tuple(r[k] for k in KEY)].append(r)
@@ -148,6 +150,9 @@ def aggregate(runs: list[dict]) -> list[dict]:
         row["teacher_mIoU"] = mean_std([r.get("teacher_mIoU") for r in rs])
         classes = list(rs[0]["per_class"])
         row["per_class"] = {c: mean_std([r["per_class"].get(c) for r in rs]) for c in classes}
+        row["groups"] = {
+            g: mean_std([group_mean(r["per_class"], m) for r in rs]) for g, m in class_groups.items()
+        }
         rows.append(row)
     rows.sort(key=lambda r: (r["data"], r["mIoU"][0] if r["mIoU"][0] is not None else -1))
     ends = {(r["data"], r["model"], r["steps"], r["method"]): r["mIoU"][0] for r in rows}
@@ -263,7 +268,15 @@ def update_tables(rows: list[dict], md: str, out: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dirs", nargs="+", type=Path)
+    p.add_argument("dirs", nargs="*", type=Path)
+    p.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="instead of run dirs: print the --group / --rare columns of an existing table's rows, "
+        "from its per-class mean columns",
+    )
     p.add_argument("--out", type=Path, default=None, help="write <out>.md and <out>.csv")
     p.add_argument(
         "--update",
@@ -299,27 +312,61 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (args.rare is None) != (args.source_labels is None):
         p.error("--rare N and --source-labels DIR go together")
+    if (args.table is None) == (not args.dirs):
+        p.error("pass run directories, or --table CSV (not both)")
     try:
         return run(args)
     except (FileNotFoundError, ValueError) as e:  # bad input: one line naming the file or option
         p.error(str(e))
 
 
-def run(args: argparse.Namespace) -> int:
-    runs = load_results(args.dirs)
-    rows = aggregate(runs)
+def class_groups(args: argparse.Namespace, classes: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The ``--group`` / ``--rare`` column groups for these classes, and the lines that say what they are."""
     groups = dict(parse_group(g) for g in args.group)
-    described = set(groups)  # the user's groups get a "= mean IoU over ..." line; "rare N" gets its own
+    notes = [f"{g} = mean IoU over {', '.join(c)}" for g, c in groups.items()]
     if args.rare is not None:
         among = class_names(args.rare_among)
-        names, shares = rarest_classes(args.source_labels, list(runs[0]["per_class"]), args.rare, among)
+        names, shares = rarest_classes(args.source_labels, classes, args.rare, among)
         groups[f"rare {args.rare}"] = names
         listed = ", ".join(f"{c} {100 * f:.2f} %" for c, f in zip(names, shares))
-        notes = [f"rare {args.rare}: {listed} of the labelled pixels of {args.source_labels}"]
-    else:
-        notes = []
-    add_groups(rows, runs, groups)
-    notes += [f"{g} = mean IoU over {', '.join(c)}" for g, c in groups.items() if g in described]
+        notes.insert(0, f"rare {args.rare}: {listed} of the labelled pixels of {args.source_labels}")
+    return groups, notes
+
+
+def table_groups(args: argparse.Namespace) -> int:
+    """``--table CSV``: the groups of each row of an existing table, from its per-class *mean* columns (the
+    seeds' means; equal to the group column of the runs when no seed lacks a class): for tables whose runs'
+    logs are gone."""
+    path = args.table
+    if not path.exists():
+        raise FileNotFoundError(f"--table {path} does not exist")
+    with path.open(newline="") as f:
+        table = list(csv.DictReader(f))
+    classes = [h[len("IoU_") : -len("_mean")] for h in (table[0] if table else {}) if h.startswith("IoU_")]
+    if not classes:
+        raise ValueError(f"--table {path}: no IoU_<class>_mean columns; not a table of aggregate_results.py")
+    groups, notes = class_groups(args, classes)
+    check_groups(groups, dict.fromkeys(classes), str(path))
+    lines = [f"- {n}" for n in notes] + [
+        "",
+        "| method | data | model | steps | seeds | mIoU | " + " | ".join(groups) + " |",
+    ]
+    lines.append("|" + "---|" * (6 + len(groups)))
+    for r in table:
+        per_class = {c: float(r[f"IoU_{c}_mean"]) if r[f"IoU_{c}_mean"] else None for c in classes}
+        cells = [r[k] for k in KEY] + [r.get("n_seeds", ""), fmt(float(r["mIoU_mean"]), None)]
+        cells += [fmt(group_mean(per_class, m), None) for m in groups.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.table is not None:
+        return table_groups(args)
+    runs = load_results(args.dirs)
+    groups, notes = class_groups(args, list(runs[0]["per_class"]))
+    rows = aggregate(runs, groups)
     md = to_markdown(rows, args.per_class)
     md = "\n".join([*(f"- {n}" for n in notes), "", md] if notes else [md])
     print(md)

@@ -122,3 +122,27 @@ def test_update_replaces_one_row_of_an_existing_table_and_keeps_the_others(tmp_p
         agg.main([str(tmp_path / "new"), "--update", str(table)])
     with pytest.raises(SystemExit):
         agg.main([str(tmp_path / "new"), "--update", str(tmp_path / "missing")])
+
+
+def test_table_mode_gives_the_group_columns_of_an_existing_tables_rows(tmp_path, capsys):
+    agg = _load()
+    for seed, (road, sky) in enumerate([(60.0, 20.0), (80.0, 40.0)]):
+        d = tmp_path / "runs" / str(seed)
+        d.mkdir(parents=True)
+        r = {"mIoU": 50.0, "per_class": {"road": road, "sky": sky}, "method": "mic", "data": "synthetic",
+             "model": "daformer_mitb0", "seed": seed, "steps": 100}  # fmt: skip
+        (d / "results.json").write_text(json.dumps(r))
+    assert agg.main([str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--group", "both=road,sky"]) == 0
+    from_runs = (tmp_path / "t.md").read_text()
+    capsys.readouterr()
+    assert agg.main(["--table", str(tmp_path / "t.csv"), "--group", "both=road,sky"]) == 0
+    out = capsys.readouterr().out
+    # the table's per-class means (70, 30) give the runs' group mean (50) when no seed lacks a class
+    assert (
+        "| mic | synthetic | daformer_mitb0 | 100 | 2 | 50.0 | 50.0 |" in out
+        and "| 50.0 ± 14.1 |" in from_runs
+    )
+    with pytest.raises(SystemExit):  # run dirs and --table together
+        agg.main([str(tmp_path / "runs"), "--table", str(tmp_path / "t.csv"), "--group", "both=road,sky"])
+    with pytest.raises(SystemExit):
+        agg.main(["--table", str(tmp_path / "t.csv"), "--group", "x=bike"])
