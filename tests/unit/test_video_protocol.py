@@ -257,7 +257,9 @@ def test_headline_experiments_name_the_switch_teacher_and_warm_up_without_one(ex
     )
     assert cfg.uda.teacher._target_.endswith("SwitchTeacher") and cfg.uda.teacher.checkpoint is None
     assert cfg.data.source_crop is False and cfg.data.source_flip is False
-    assert (cfg.uda.pseudo.augment is None) == (experiment == "udass_viper")  # no photometric view on VIPER
+    # udass.md §2.6.3: no photometric view on VIPER, TPS's own view on SYNTHIA-Seq
+    want = None if experiment == "udass_viper" else "src.uda.video.tps_augment.TPSStrongAugment"
+    assert (cfg.uda.pseudo.augment and cfg.uda.pseudo.augment._target_) == want
     with caplog.at_level(logging.INFO, logger="src.uda.video.module"):
         module = build_module(OmegaConf.to_container(cfg, resolve=True))
     assert module.tps_start == 100 and module.mix.quadmix_start == 100 and module.teacher.switch_step == 100
