@@ -13,7 +13,7 @@
 # (their checkpoints are the adapted rows' teachers), then the adapted rows; ROWS="tps udass" picks the
 # adapted rows (add "tps_ref udass_ref" for the reference without the threshold; "tps_hist" / "udass_hist"
 # for the rows with the references' source histogram matching (and TPS's 0.8-1.2 rescale), "tps_full" the TPS
-# row with them and TPS's own strong view; "tps_permuted" for the
+# row with them and TPS's own strong view, "udass_full" the UDASS video row with both; "tps_permuted" for the
 # negative control: the TPS row on pseudo-labels shifted by one class, "udass_permuted" the same on the
 # UDASS video row; "tps_ema" for the TPS row with a mean teacher of the student after the switch;
 # "udass_nomix" / "udass_nommd" for the UDASS video row without video QuadMix / without the MMD; "mic" for
@@ -71,6 +71,9 @@ for seed in ${seeds//,/ }; do
         # removed TPS's rescale)
         run udass_thr0.968_hist udass_synthetic_video "$seed" "${thr[@]}" uda.source_histogram_match=true \
           uda.name=udass_video_thr0.968_hist ;;
+      udass_full)  # udass_hist with TPS's own strong view, as the SYNTHIA-Seq scripts (udass.md §2.6.3)
+        run udass_thr0.968_full udass_synthetic_video "$seed" "${thr[@]}" uda.source_histogram_match=true \
+          uda/pseudo/augment=tps uda.name=udass_video_thr0.968_full ;;
       tps_ema)  # ours: TPS + threshold, a mean teacher of the student after the switch (the configs' 2.5 %
         # window of the run, the resolver of conf/experiment/synthetic_uda_base.yaml: 0.9733 at 1500 steps)
         run tps_thr0.968_ema tps_synthetic_video "$seed" "${thr[@]}" uda.teacher.after_switch=ema \
@@ -85,7 +88,7 @@ for seed in ${seeds//,/ }; do
       tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
       *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
-           "(tps, udass, tps_hist, tps_full, udass_hist, tps_permuted, udass_permuted, tps_ema, udass_nomix, udass_nommd," \
+           "(tps, udass, tps_hist, tps_full, udass_hist, udass_full, tps_permuted, udass_permuted, tps_ema, udass_nomix, udass_nommd," \
            "mic, tps_ref, udass_ref)" >&2
          exit 2 ;;
     esac
