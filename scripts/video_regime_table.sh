@@ -88,8 +88,8 @@ for seed in ${seeds//,/ }; do
       tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
       *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
-           "(tps, udass, tps_hist, tps_full, udass_hist, udass_full, tps_permuted, udass_permuted, tps_ema, udass_nomix, udass_nommd," \
-           "mic, tps_ref, udass_ref)" >&2
+           "(tps, udass, tps_hist, tps_full, udass_hist, udass_full, tps_permuted, udass_permuted, tps_ema," \
+           "udass_nomix, udass_nommd, mic, tps_ref, udass_ref)" >&2
          exit 2 ;;
     esac
   done
