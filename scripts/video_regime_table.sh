@@ -11,9 +11,9 @@
 # 0,1,2); DATA: the clips' data config (default synthetic_video_sensor_gap, the image regime's gap).
 # Environment: JOBS=K runs K trainings at a time (default 2, one thread each), the source-only runs first
 # (their checkpoints are the adapted rows' teachers), then the adapted rows; ROWS="tps udass" picks the
-# adapted rows (add "tps_ref udass_ref" for the reference without the threshold; "tps_hist" / "udass_hist"
-# for the rows with the references' source histogram matching (and TPS's 0.8-1.2 rescale), "tps_full" the TPS
-# row with them and TPS's own strong view, "udass_full" the UDASS video row with both; "tps_permuted" for the
+# adapted rows (add "tps_ref udass_ref" for the reference without the threshold; "tps_hist" for the TPS row
+# with the reference's source histogram matching and 0.8-1.2 rescale, "tps_full" with them and TPS's own strong
+# view, "udass_full" the UDASS video row with the matching and the view; "tps_permuted" for the
 # negative control: the TPS row on pseudo-labels shifted by one class, "udass_permuted" the same on the
 # UDASS video row; "tps_ema" for the TPS row with a mean teacher of the student after the switch;
 # "udass_nomix" / "udass_nommd" for the UDASS video row without video QuadMix / without the MMD; "mic" for
@@ -49,6 +49,9 @@ for seed in ${seeds//,/ }; do
     "uda.teacher.checkpoint=$logs/source_only/seed$seed/checkpoints/last.ckpt")
   thr=("${ref[@]}" uda.pseudo.threshold=0.968)  # ours: L_TPS on confident pseudo-labels (DAFormer's tau)
   shifted=uda.pseudo._target_=tests.controls.PermutedTemporalPseudoLabels  # the negative control's labeller
+  # the references' own TPS ingredients (video_uda.md §3.3 steps 1, 3): source frames histogram-matched to the
+  # current target frame, the student pair rescaled by 0.8-1.2, TPS's strong view (src/uda/video/tps_augment.py)
+  hist=(uda.source_histogram_match=true) rescale=("uda.pseudo.rescale=[0.8,1.2]") view=(uda/pseudo/augment=tps)
   for row in ${ROWS:-tps udass}; do  # (each ROWS selection logs its jobs to jobs_<ROWS>)
     case $row in
       tps) run tps_thr0.968 tps_synthetic_video "$seed" "${thr[@]}" uda.name=tps_thr0.968 ;;
@@ -59,21 +62,16 @@ for seed in ${seeds//,/ }; do
       udass_permuted)  # the same control on the UDASS video row (video QuadMix pastes the shifted key labels)
         run udass_thr0.968@permuted_labels udass_synthetic_video "$seed" "${thr[@]}" "$shifted" \
           uda.name=udass_video_thr0.968_permuted_labels ;;
-      tps_hist)  # the TPS row with the reference's source preprocessing and student view (video_uda.md §3.3
-        # steps 1, 3): source frames histogram-matched to the current target frame, the pair rescaled by 0.8-1.2
-        run tps_thr0.968_hist tps_synthetic_video "$seed" "${thr[@]}" uda.source_histogram_match=true \
-          "uda.pseudo.rescale=[0.8,1.2]" uda.name=tps_thr0.968_hist ;;
-      tps_full)  # tps_hist with TPS's own strong view (video_uda.md §3.3 step 3: blur, ColorJitter 0.8,
-        # grayscale; src/uda/video/tps_augment.py) instead of the library's DACS augmentation
-        run tps_thr0.968_full tps_synthetic_video "$seed" "${thr[@]}" uda.source_histogram_match=true \
-          "uda.pseudo.rescale=[0.8,1.2]" uda/pseudo/augment=tps uda.name=tps_thr0.968_full ;;
-      udass_hist)  # the UDASS video row with the reference's histogram matching (udass.md §2.6.1; UDASS
-        # removed TPS's rescale)
-        run udass_thr0.968_hist udass_synthetic_video "$seed" "${thr[@]}" uda.source_histogram_match=true \
-          uda.name=udass_video_thr0.968_hist ;;
-      udass_full)  # udass_hist with TPS's own strong view, as the SYNTHIA-Seq scripts (udass.md §2.6.3)
-        run udass_thr0.968_full udass_synthetic_video "$seed" "${thr[@]}" uda.source_histogram_match=true \
-          uda/pseudo/augment=tps uda.name=udass_video_thr0.968_full ;;
+      tps_hist)  # the TPS row with the reference's source histogram matching and 0.8-1.2 rescale
+        run tps_thr0.968_hist tps_synthetic_video "$seed" "${thr[@]}" "${hist[@]}" "${rescale[@]}" \
+          uda.name=tps_thr0.968_hist ;;
+      tps_full)  # tps_hist with TPS's own strong view instead of the library's DACS augmentation
+        run tps_thr0.968_full tps_synthetic_video "$seed" "${thr[@]}" "${hist[@]}" "${rescale[@]}" \
+          "${view[@]}" uda.name=tps_thr0.968_full ;;
+      udass_full)  # the UDASS video row with histogram matching and TPS's view, as the SYNTHIA-Seq scripts
+        # (udass.md §2.6.1, §2.6.3; UDASS removed TPS's rescale)
+        run udass_thr0.968_full udass_synthetic_video "$seed" "${thr[@]}" "${hist[@]}" "${view[@]}" \
+          uda.name=udass_video_thr0.968_full ;;
       tps_ema)  # ours: TPS + threshold, a mean teacher of the student after the switch (the configs' 2.5 %
         # window of the run, the resolver of conf/experiment/synthetic_uda_base.yaml: 0.9733 at 1500 steps)
         run tps_thr0.968_ema tps_synthetic_video "$seed" "${thr[@]}" uda.teacher.after_switch=ema \
@@ -88,7 +86,7 @@ for seed in ${seeds//,/ }; do
       tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
       *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
-           "(tps, udass, tps_hist, tps_full, udass_hist, udass_full, tps_permuted, udass_permuted, tps_ema," \
+           "(tps, udass, tps_hist, tps_full, udass_full, tps_permuted, udass_permuted, tps_ema," \
            "udass_nomix, udass_nommd, mic, tps_ref, udass_ref)" >&2
          exit 2 ;;
     esac

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from src.data.transforms import MEAN, STD
-from src.uda.augment import denormalize, gaussian_blur, hsv_to_rgb, normalize, rgb_to_hsv
+from src.uda.augment import adjust_hue, denormalize, gaussian_blur, normalize
 
 #: PIL ``convert('L')`` weights (ITU-R 601-2 luma)
 LUMA = (0.299, 0.587, 0.114)
@@ -107,10 +107,8 @@ class TPSStrongAugment:
             elif op == 2:
                 f = self._factor(self.saturation, u[2])
                 img = (f * img + (1.0 - f) * grayscale(img)).clamp(0.0, 1.0)
-            else:
-                h, s, v = rgb_to_hsv(img).unbind(-3)
-                shift = -self.hue + 2.0 * self.hue * u[3]
-                img = hsv_to_rgb(torch.stack((torch.remainder(h + shift, 1.0), s, v), dim=-3)).clamp(0.0, 1.0)
+            else:  # the same rotation of H in turns as torchvision's adjust_hue
+                img = adjust_hue(img, -self.hue + 2.0 * self.hue * u[3])
         return img
 
     def __call__(self, x: Tensor, params: dict[str, bool], generator: torch.Generator) -> Tensor:
