@@ -51,7 +51,7 @@ for seed in ${seeds//,/ }; do
   shifted=uda.pseudo._target_=tests.controls.PermutedTemporalPseudoLabels  # the negative control's labeller
   # the references' own TPS ingredients (video_uda.md §3.3 steps 1, 3): source frames histogram-matched to the
   # current target frame, the student pair rescaled by 0.8-1.2, TPS's strong view (src/uda/video/tps_augment.py)
-  hist=(uda.source_histogram_match=true) rescale=("uda.pseudo.rescale=[0.8,1.2]") view=(uda/pseudo/augment=tps)
+  hist=(uda.source_histogram_match=true) rescale=("uda.pseudo.rescale=[0.8,1.2]") view=(uda/augment@uda.pseudo.augment=tps)
   for row in ${ROWS:-tps udass}; do  # (each ROWS selection logs its jobs to jobs_<ROWS>)
     case $row in
       tps) run tps_thr0.968 tps_synthetic_video "$seed" "${thr[@]}" uda.name=tps_thr0.968 ;;

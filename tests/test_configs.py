@@ -306,3 +306,27 @@ def test_the_regimes_clips_have_the_image_regimes_gap():
     assert clips.root.endswith("synthetic_video_sensor_gap") and clips.root != default_clips.root
     rest = {k: v for k, v in clips.prepare.items() if k not in (*gap_keys, "root")}
     assert rest == {k: v for k, v in default_clips.prepare.items() if k != "root"}
+
+
+def test_every_strong_augmentation_is_the_one_shared_definition():
+    # ClassMix / QuadMix (uda.mix), MIC / CAM (uda.mask), TPS (uda.pseudo) select conf/uda/augment/dacs.yaml;
+    # no other config file writes a strong augmentation out again
+    dacs = OmegaConf.load(CONF / "uda" / "augment" / "dacs.yaml")
+    copies = [
+        p for p in CONF.rglob("*.yaml") if p.parent.name != "augment" and "StrongAugment" in p.read_text()
+    ]
+    assert not copies, f"a second definition of a strong augmentation: {copies}"
+    for experiment, paths in {
+        "dacs_synthetic": ["uda.mix.augment"],
+        "mic_synthetic": ["uda.mix.augment", "uda.mask.augment"],
+        "omuda_udass_synthetic": ["uda.mix.augment", "uda.mask.augment"],
+        "tps_synthetic_video": ["uda.pseudo.augment"],
+    }.items():
+        cfg = compose_cfg("train", [f"experiment={experiment}", "paths.output_dir=/tmp/x"])
+        for path in paths:
+            assert OmegaConf.select(cfg, path) == dacs, (experiment, path)
+    # one consumer switches alone; the others keep the shared one
+    cfg = compose_cfg("train", ["experiment=udass_synthia_seq", "paths.output_dir=/tmp/x"])
+    assert cfg.uda.pseudo.augment == OmegaConf.load(CONF / "uda" / "augment" / "tps.yaml")
+    cfg = compose_cfg("train", ["uda=mic", "uda/augment@uda.mask.augment=tps"])
+    assert cfg.uda.mask.augment._target_.endswith("TPSStrongAugment") and cfg.uda.mix.augment == dacs

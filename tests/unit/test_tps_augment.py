@@ -83,7 +83,7 @@ def test_draws_are_per_sample_and_replay_with_the_generator_for_the_second_frame
 
 
 def test_the_tps_view_config_builds_it_and_the_bad_values_are_refused():
-    cfg = compose_cfg(overrides=["experiment=tps_synthetic_video", "uda/pseudo/augment=tps"])
+    cfg = compose_cfg(overrides=["experiment=tps_synthetic_video", "uda/augment@uda.pseudo.augment=tps"])
     default = compose_cfg(overrides=["experiment=tps_synthetic_video"])
     assert isinstance(instantiate(cfg.uda.pseudo.augment), TPSStrongAugment)
     assert default.uda.pseudo.augment._target_ == "src.uda.augment.StrongAugment"

@@ -42,8 +42,9 @@ Reference quirks, documented and **not** reproduced by default:
   instead of the max softmax probability (udass.md §2.6.3, "threshold on raw logits — quirk").
 - TPS's strong view is blur r∈{5,7,9} (p 0.6), ColorJitter(0.8,0.8,0.8,0.2) (p 0.8), RandomGrayscale (0.2)
   and a 0.8-1.2 rescale (SYNTHIA); the VIPER scripts keep no photometric augmentation. ``augment`` is the
-  config's choice: the library's DACS augmentation (``uda/pseudo/augment=dacs``, the default), TPS's own view
-  (``tps``, :mod:`src.uda.video.tps_augment`) or null (none, the VIPER setting).
+  config's choice (the shared group ``conf/uda/augment``): the library's DACS augmentation
+  (``uda/augment@uda.pseudo.augment=dacs``, the default), TPS's own view (``tps``,
+  :mod:`src.uda.video.tps_augment`) or null (none, the VIPER setting).
 
 Options that follow TPS (video_uda.md §3.3), off in the UDASS configs (udass.md §2.6.3 removed the rescale):
 
