@@ -13,7 +13,8 @@
 # (their checkpoints are the adapted rows' teachers), then the adapted rows; ROWS="tps udass" picks the
 # adapted rows (add "tps_ref udass_ref" for the reference without the threshold; "tps_hist" for the TPS row
 # with the reference's source histogram matching and 0.8-1.2 rescale, "tps_full" with them and TPS's own strong
-# view, "udass_full" the UDASS video row with the matching and the view; "tps_permuted" for the
+# view, "udass_full" the UDASS video row with the matching and the view; "tps_fb" / "udass_fb" the TPS / UDASS
+# video row with L_TPS masked where the warp fails the forward-backward flow test (ours); "tps_permuted" for the
 # negative control: the TPS row on pseudo-labels shifted by one class, "udass_permuted" the same on the
 # UDASS video row; "tps_ema" for the TPS row with a mean teacher of the student after the switch;
 # "udass_nomix" / "udass_nommd" for the UDASS video row without video QuadMix / without the MMD; "mic" for
@@ -72,6 +73,13 @@ for seed in ${seeds//,/ }; do
         # (udass.md §2.6.1, §2.6.3; UDASS removed TPS's rescale)
         run udass_thr0.968_full udass_synthetic_video "$seed" "${thr[@]}" "${hist[@]}" "${view[@]}" \
           uda.name=udass_video_thr0.968_full ;;
+      tps_fb)  # ours (issue 18 "beyond the references"): the TPS row with L_TPS masked where the warp fails the
+        # forward-backward flow test (uda.pseudo.consistency; the forward flows by DIS on the fly, data.flow.forward)
+        run tps_thr0.968_fb tps_synthetic_video "$seed" "${thr[@]}" uda.pseudo.consistency=true \
+          uda.name=tps_thr0.968_fb ;;
+      udass_fb)  # the same validity mask on the UDASS video row
+        run udass_thr0.968_fb udass_synthetic_video "$seed" "${thr[@]}" uda.pseudo.consistency=true \
+          uda.name=udass_video_thr0.968_fb ;;
       tps_ema)  # ours: TPS + threshold, a mean teacher of the student after the switch (the configs' 2.5 %
         # window of the run, the resolver of conf/experiment/synthetic_uda_base.yaml: 0.9733 at 1500 steps)
         run tps_thr0.968_ema tps_synthetic_video "$seed" "${thr[@]}" uda.teacher.after_switch=ema \
@@ -86,7 +94,7 @@ for seed in ${seeds//,/ }; do
       tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
       *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
-           "(tps, udass, tps_hist, tps_full, udass_full, tps_permuted, udass_permuted, tps_ema," \
+           "(tps, udass, tps_hist, tps_full, udass_full, tps_fb, udass_fb, tps_permuted, udass_permuted, tps_ema," \
            "udass_nomix, udass_nommd, mic, tps_ref, udass_ref)" >&2
          exit 2 ;;
     esac
