@@ -19,6 +19,10 @@ with ``--rare-among things``; every class with ``all``) with the fewest pixels i
 ids, 255 ignored; e.g. the synthetic source, ``data/synthetic_tg0c0x20/source/labels``); the table's first
 line says which they are and their shares of the labelled pixels.
 
+``--rename OLD=NEW`` counts the runs whose method is OLD as method NEW (repeatable): for runs that an override
+named apart (``uda.name=omuda_cam_beta2``) whose configuration became NEW's default later, so that their seeds
+and NEW's fill one row. A row with the same seed twice is an error (each run counts once).
+
 ``--table CSV --rare 5 --source-labels DIR`` (no run dirs) prints those columns for an existing table's rows,
 from its per-class mean columns, for tables whose runs' logs are gone.
 
@@ -60,6 +64,23 @@ def load_results(dirs: list[Path]) -> list[dict]:
                 raise ValueError(f"{f} lacks {missing}: not a results.json of src.train/src.eval")
             r["_file"] = str(f)
             runs.append(r)
+    return runs
+
+
+def rename_methods(runs: list[dict], specs: list[str]) -> list[dict]:
+    """``--rename OLD=NEW``: the runs of method OLD count as NEW; an OLD no run has is an error."""
+    for spec in specs:
+        old, sep, new = spec.partition("=")
+        if not sep or not old or not new:
+            raise ValueError(f"--rename {spec!r}: write OLD=NEW (e.g. --rename omuda_cam_beta2=omuda)")
+        hits = [r for r in runs if r["method"] == old]
+        if not hits:
+            raise ValueError(
+                f"--rename {spec!r}: no run has method {old!r} "
+                f"(methods: {sorted({r['method'] for r in runs})})"
+            )
+        for r in hits:
+            r["method"] = new
     return runs
 
 
@@ -142,6 +163,15 @@ def aggregate(runs: list[dict], class_groups: dict[str, list[str]] | None = None
         groups[tuple(r[k] for k in KEY)].append(r)
     rows = []
     for key, rs in groups.items():
+        seen: dict = {}
+        for r in rs:
+            seed = r.get("seed")
+            if seed in seen:
+                raise ValueError(
+                    f"seed {seed} of {key[0]} twice: {seen[seed]} and {r['_file']}; pass each run once "
+                    "(a re-run goes in a table of its own, or --update)"
+                )
+            seen[seed] = r["_file"]
         row = dict(zip(KEY, key))
         row["seeds"] = sorted(r.get("seed") for r in rs)
         row["mIoU"] = mean_std([r["mIoU"] for r in rs])
@@ -288,6 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--per-class", action="store_true", help="add per-class IoU columns to the markdown")
     p.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="count the runs of method OLD as method NEW (repeatable)",
+    )
+    p.add_argument(
         "--group",
         action="append",
         default=[],
@@ -364,7 +401,7 @@ def table_groups(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.table is not None:
         return table_groups(args)
-    runs = load_results(args.dirs)
+    runs = rename_methods(load_results(args.dirs), args.rename)
     groups, notes = class_groups(args, list(runs[0]["per_class"]))
     rows = aggregate(runs, groups)
     md = to_markdown(rows, args.per_class)

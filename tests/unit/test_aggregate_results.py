@@ -146,3 +146,21 @@ def test_table_mode_gives_the_group_columns_of_an_existing_tables_rows(tmp_path,
         agg.main([str(tmp_path / "runs"), "--table", str(tmp_path / "t.csv"), "--group", "both=road,sky"])
     with pytest.raises(SystemExit):
         agg.main(["--table", str(tmp_path / "t.csv"), "--group", "x=bike"])
+
+
+def test_rename_puts_runs_named_apart_into_one_row_and_a_seed_counts_once(tmp_path):
+    agg = _load()
+    _write(tmp_path / "old" / "0", "omuda_cam_beta2", 0, 30.0, 1.0)
+    _write(tmp_path / "old" / "1", "omuda_cam_beta2", 1, 32.0, 1.0)
+    _write(tmp_path / "new" / "3", "omuda", 3, 34.0, 1.0)
+    rows = agg.aggregate(agg.rename_methods(agg.load_results([tmp_path]), ["omuda_cam_beta2=omuda"]))
+    assert [(r["method"], r["seeds"], r["mIoU"][0]) for r in rows] == [("omuda", [0, 1, 3], 32.0)]
+    with pytest.raises(ValueError, match="no run has method 'omud'"):
+        agg.rename_methods(agg.load_results([tmp_path]), ["omud=omuda"])
+    with pytest.raises(ValueError, match="write OLD=NEW"):
+        agg.rename_methods(agg.load_results([tmp_path]), ["omuda"])
+    _write(tmp_path / "new" / "0", "omuda", 0, 31.0, 1.0)  # seed 0 again, under the new name
+    with pytest.raises(ValueError, match="seed 0 of omuda twice"):
+        agg.aggregate(agg.rename_methods(agg.load_results([tmp_path]), ["omuda_cam_beta2=omuda"]))
+    with pytest.raises(SystemExit):  # the command line: one line naming the option, exit 2
+        agg.main([str(tmp_path), "--rename", "omuda_cam_beta2=omuda"])
