@@ -5,7 +5,8 @@
 Reads ``<run>/csv/metrics.csv`` and ``<run>/results.json`` of every finished run and prints one line per run:
 method, seed, target mIoU and the means of ``train/pseudo_weight``, ``pseudo_accuracy``, ``pseudo_precision``,
 ``pseudo_kept``, ``cam_fg_cells``, ``fdm_active_cells``, ``cdm_keep_rate``, the video module's
-``pseudo_confidence`` and ``tps_confident`` (the share of TPS's ŷ above ``uda.pseudo.threshold``) and
+``pseudo_confidence``, ``tps_confident`` (the share of TPS's ŷ above ``uda.pseudo.threshold``) and
+``tps_consistent`` (the share whose warp passes the forward-backward test, ``uda.pseudo.consistency``) and
 ``sec_per_step`` over the logged steps >= ``--from-step`` (the README's "logged" columns).
 """
 
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 KEYS = ("pseudo_weight", "pseudo_accuracy", "pseudo_precision", "pseudo_kept", "cam_fg_cells",
-        "fdm_active_cells", "cdm_keep_rate", "pseudo_confidence", "tps_confident",
+        "fdm_active_cells", "cdm_keep_rate", "pseudo_confidence", "tps_confident", "tps_consistent",
         "sec_per_step")  # fmt: skip
 
 
