@@ -285,6 +285,28 @@ def test_a_new_config_file_is_allowed_at_its_package(tmp_path):
     assert "src.uda.my_labeler.MyLabeler" not in allow_list().allowed("uda.pseudo._target_")
 
 
+def test_a_group_a_defaults_list_places_is_allowed_there(tmp_path):
+    """`- /uda/augment@augment: dacs` in conf/uda/mix/classmix.yaml puts the group's configs at
+    uda.mix.augment: their targets are allowed there (and at the other places that select it), not at
+    unrelated keys."""
+    allow = allow_list()
+    for slot in ("uda.mix.augment._target_", "uda.mask.augment._target_", "uda.pseudo.augment._target_"):
+        assert "src.uda.augment.StrongAugment" in allow.allowed(slot), slot
+    assert "src.uda.augment.StrongAugment" not in allow.allowed("uda.pseudo._target_")
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "uda" / "mix" / "mine.yaml").write_text(
+        "defaults:\n  - /uda/augment@post: dacs\n  - _self_\n_target_: src.uda.mixing.classmix.ClassMix\n"
+    )
+    (conf / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /uda/augment@uda.teacher.view: tps\n"
+    )
+    mine = allow_list(conf)
+    assert "src.uda.augment.StrongAugment" in mine.allowed("uda.mix.post._target_")
+    assert "src.uda.video.tps_augment.TPSStrongAugment" in mine.allowed("uda.teacher.view._target_")
+    assert not allow_list().allowed("uda.mix.post._target_")
+
+
 def test_a_checkpoint_that_is_no_mapping_or_names_no_string_is_refused():
     with pytest.raises(UnsafeCheckpointError, match="not a config mapping"):
         check_checkpoint_config(["x"], "c.ckpt")

@@ -10,7 +10,9 @@ repo's own configs, and refuses anything else with one line naming the key and t
 
 The allow-list (:func:`allow_list`) is read from ``conf/**/*.yaml``: each file lands at its Hydra package
 (the group's path, e.g. ``conf/uda/pseudo/dacs.yaml`` -> ``uda.pseudo``, or its ``# @package`` header;
-``_global_`` -> the root), and every ``_target_`` value (and ``uda.module`` value) it holds is allowed at
+``_global_`` -> the root; a group that a defaults list places elsewhere, ``- /uda/augment@augment: dacs`` in
+``conf/uda/mix/classmix.yaml``, is allowed at that place too, ``uda.mix.augment``), and every ``_target_``
+value (and ``uda.module`` value) it holds is allowed at
 that key path (list indices as ``[]``). A node that is an interpolation of another node (``dataset:
 ${data.source}``) allows what that node allows. So a config file added to ``conf/`` is allowed at once,
 and a checkpoint of any composition of the library's configs passes; a target that is the library's own
@@ -71,16 +73,19 @@ def _join(prefix: str, key: str) -> str:
 class AllowList:
     """Key path (list indices as ``[]``) -> the targets the library's configs name there."""
 
-    def __init__(self, targets: dict[str, set[str]], aliases: dict[str, str]) -> None:
+    def __init__(self, targets: dict[str, set[str]], aliases: dict[str, set[str]]) -> None:
         self.targets = {k: frozenset(v) for k, v in targets.items()}
-        self.aliases = dict(aliases)  # node path -> the node path it interpolates (`${data.source}`)
+        # node path -> the node paths it stands for: what it interpolates (`${data.source}`), or the default
+        # package of a config group that a defaults list places there (`/uda/augment@augment`)
+        self.aliases = {k: frozenset(v) for k, v in aliases.items()}
 
     def allowed(self, slot: str, _depth: int = 0) -> frozenset[str]:
         out = set(self.targets.get(slot, ()))
         if _depth < 8:
-            for alias, origin in self.aliases.items():
+            for alias, origins in self.aliases.items():
                 if slot.startswith(alias + "."):
-                    out |= self.allowed(origin + slot[len(alias) :], _depth + 1)
+                    for origin in origins:
+                        out |= self.allowed(origin + slot[len(alias) :], _depth + 1)
         return frozenset(out)
 
     def all_targets(self) -> frozenset[str]:
@@ -101,7 +106,32 @@ def _package(path: Path, conf_dir: Path) -> str:
     return default
 
 
-def _collect(node: Any, path: str, targets: dict[str, set[str]], aliases: dict[str, str]) -> None:
+def _placements(defaults: Any, package: str, group: str, aliases: dict[str, set[str]]) -> None:
+    """A defaults list's ``[override] [/]group@pkg: option`` entries: the group's configs land at ``pkg``
+    (relative to the file's ``package``; ``_global_.`` absolute, ``_here_`` the file's own), not at the
+    group's path, so that place allows what the group's files name. A group without a leading ``/`` is
+    relative to the file's own ``group`` (its folder)."""
+    for entry in defaults if isinstance(defaults, list) else ():
+        if not isinstance(entry, Mapping):
+            continue
+        for key in entry:
+            name, sep, pkg = str(key).removeprefix("override ").strip().partition("@")
+            if not sep:
+                continue
+            pkg = pkg.strip()
+            if pkg.startswith("_global_"):
+                place = pkg.removeprefix("_global_").lstrip(".")
+            elif pkg == "_here_":
+                place = package
+            else:
+                place = _join(package, pkg)
+            origin = ".".join(p for p in name.strip().split("/") if p)
+            if not name.strip().startswith("/"):
+                origin = _join(group, origin)
+            aliases.setdefault(place, set()).add(origin)
+
+
+def _collect(node: Any, path: str, targets: dict[str, set[str]], aliases: dict[str, set[str]]) -> None:
     if isinstance(node, Mapping):
         for k, v in node.items():
             if path == "" and k == "defaults":  # Hydra's defaults list, not config
@@ -120,7 +150,7 @@ def _collect(node: Any, path: str, targets: dict[str, set[str]], aliases: dict[s
             if dots:  # relative: `.x` is a sibling, each further dot one level up
                 base = path.split(".")[: -len(dots)] if "." in path else []
                 ref = ".".join([*base, ref])
-            aliases[path] = ref
+            aliases.setdefault(path, set()).add(ref)
 
 
 @functools.lru_cache(maxsize=4)
@@ -134,7 +164,7 @@ def allow_list(conf_dir: str | Path = CONF_DIR) -> AllowList:
             f"may name (run from a checkout or an editable install, pip install -e .)"
         )
     targets: dict[str, set[str]] = {}
-    aliases: dict[str, str] = {}
+    aliases: dict[str, set[str]] = {}
     for f in files:
         try:
             data = yaml.safe_load(f.read_text(encoding="utf-8"))
@@ -142,7 +172,11 @@ def allow_list(conf_dir: str | Path = CONF_DIR) -> AllowList:
             line = getattr(getattr(e, "problem_mark", None), "line", None)
             where = f" (line {line + 1})" if line is not None else ""
             raise ValueError(f"{f}{where} is not valid YAML: {getattr(e, 'problem', e)}") from e
-        _collect(data, _package(f, conf_dir), targets, aliases)
+        package = _package(f, conf_dir)
+        if isinstance(data, Mapping):
+            group = ".".join(f.relative_to(conf_dir).parent.parts)
+            _placements(data.get("defaults"), package, group, aliases)
+        _collect(data, package, targets, aliases)
     return AllowList(targets, aliases)
 
 
