@@ -53,6 +53,7 @@ for seed in ${seeds//,/ }; do
   # the references' own TPS ingredients (video_uda.md §3.3 steps 1, 3): source frames histogram-matched to the
   # current target frame, the student pair rescaled by 0.8-1.2, TPS's strong view (src/uda/video/tps_augment.py)
   hist=(uda.source_histogram_match=true) rescale=("uda.pseudo.rescale=[0.8,1.2]") view=(uda/augment@uda.pseudo.augment=tps)
+  fb=(uda.pseudo.consistency=true)  # ours: L_TPS only where the warp passes the forward-backward flow test
   for row in ${ROWS:-tps udass}; do  # (each ROWS selection logs its jobs to jobs_<ROWS>)
     case $row in
       tps) run tps_thr0.968 tps_synthetic_video "$seed" "${thr[@]}" uda.name=tps_thr0.968 ;;
@@ -75,10 +76,10 @@ for seed in ${seeds//,/ }; do
           uda.name=udass_video_thr0.968_full ;;
       tps_fb)  # ours (issue 18 "beyond the references"): the TPS row with L_TPS masked where the warp fails the
         # forward-backward flow test (uda.pseudo.consistency; the forward flows by DIS on the fly, data.flow.forward)
-        run tps_thr0.968_fb tps_synthetic_video "$seed" "${thr[@]}" uda.pseudo.consistency=true \
+        run tps_thr0.968_fb tps_synthetic_video "$seed" "${thr[@]}" "${fb[@]}" \
           uda.name=tps_thr0.968_fb ;;
       udass_fb)  # the same validity mask on the UDASS video row
-        run udass_thr0.968_fb udass_synthetic_video "$seed" "${thr[@]}" uda.pseudo.consistency=true \
+        run udass_thr0.968_fb udass_synthetic_video "$seed" "${thr[@]}" "${fb[@]}" \
           uda.name=udass_video_thr0.968_fb ;;
       tps_ema)  # ours: TPS + threshold, a mean teacher of the student after the switch (the configs' 2.5 %
         # window of the run, the resolver of conf/experiment/synthetic_uda_base.yaml: 0.9733 at 1500 steps)

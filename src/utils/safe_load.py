@@ -92,9 +92,14 @@ class AllowList:
         return frozenset().union(*self.targets.values()) if self.targets else frozenset()
 
 
+def _group(path: Path, conf_dir: Path) -> str:
+    """A config file's group as a dotted path (its folder under conf/), its default package."""
+    return ".".join(path.relative_to(conf_dir).parent.parts)
+
+
 def _package(path: Path, conf_dir: Path) -> str:
     """The Hydra package of a config file: its `# @package` header, else its group's path."""
-    default = ".".join(path.relative_to(conf_dir).parent.parts)
+    default = _group(path, conf_dir)
     with path.open(encoding="utf-8") as f:
         for line in f:
             if not line.startswith("#"):
@@ -115,18 +120,17 @@ def _placements(defaults: Any, package: str, group: str, aliases: dict[str, set[
         if not isinstance(entry, Mapping):
             continue
         for key in entry:
-            name, sep, pkg = str(key).removeprefix("override ").strip().partition("@")
+            name, sep, pkg = (s.strip() for s in str(key).removeprefix("override ").partition("@"))
             if not sep:
                 continue
-            pkg = pkg.strip()
             if pkg.startswith("_global_"):
                 place = pkg.removeprefix("_global_").lstrip(".")
             elif pkg == "_here_":
                 place = package
             else:
                 place = _join(package, pkg)
-            origin = ".".join(p for p in name.strip().split("/") if p)
-            if not name.strip().startswith("/"):
+            origin = ".".join(p for p in name.split("/") if p)
+            if not name.startswith("/"):
                 origin = _join(group, origin)
             aliases.setdefault(place, set()).add(origin)
 
@@ -174,8 +178,7 @@ def allow_list(conf_dir: str | Path = CONF_DIR) -> AllowList:
             raise ValueError(f"{f}{where} is not valid YAML: {getattr(e, 'problem', e)}") from e
         package = _package(f, conf_dir)
         if isinstance(data, Mapping):
-            group = ".".join(f.relative_to(conf_dir).parent.parts)
-            _placements(data.get("defaults"), package, group, aliases)
+            _placements(data.get("defaults"), package, _group(f, conf_dir), aliases)
         _collect(data, package, targets, aliases)
     return AllowList(targets, aliases)
 
