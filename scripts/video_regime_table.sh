@@ -16,7 +16,8 @@
 # view, "udass_full" the UDASS video row with the matching and the view; "tps_fb" / "udass_fb" the TPS / UDASS
 # video row with L_TPS masked where the warp fails the forward-backward flow test (ours); "tps_permuted" for the
 # negative control: the TPS row on pseudo-labels shifted by one class, "udass_permuted" the same on the
-# UDASS video row; "tps_ema" for the TPS row with a mean teacher of the student after the switch;
+# UDASS video row; "tps_l01" for the TPS row with the VIPER configs' λ_T 0.1 (tps_viper2city.yml; the row's
+# 1.0 is SYNTHIA-Seq's); "tps_ema" for the TPS row with a mean teacher of the student after the switch;
 # "udass_nomix" / "udass_nommd" for the UDASS video row without video QuadMix / without the MMD; "mic" for
 # image MIC on the clips' current frames, from the stand-in with its own EMA teacher as the image rows);
 # SKIP_SOURCE=1 reuses the source-only runs already there; EXTRA="key=value ..." appends overrides.
@@ -81,6 +82,8 @@ for seed in ${seeds//,/ }; do
       udass_fb)  # the same validity mask on the UDASS video row
         run udass_thr0.968_fb udass_synthetic_video "$seed" "${thr[@]}" "${fb[@]}" \
           uda.name=udass_video_thr0.968_fb ;;
+      tps_l01)  # the TPS row with LAMBDA_T 0.1, the TPS VIPER configs' value (video_uda.md §3.3)
+        run tps_thr0.968_l01 tps_synthetic_video "$seed" "${thr[@]}" uda.lambda_t=0.1 uda.name=tps_thr0.968_l01 ;;
       tps_ema)  # ours: TPS + threshold, a mean teacher of the student after the switch (the configs' 2.5 %
         # window of the run, the resolver of conf/experiment/synthetic_uda_base.yaml: 0.9733 at 1500 steps)
         run tps_thr0.968_ema tps_synthetic_video "$seed" "${thr[@]}" uda.teacher.after_switch=ema \
@@ -95,7 +98,7 @@ for seed in ${seeds//,/ }; do
       tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
       *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
-           "(tps, udass, tps_hist, tps_full, udass_full, tps_fb, udass_fb, tps_permuted, udass_permuted, tps_ema," \
+           "(tps, udass, tps_hist, tps_full, udass_full, tps_fb, udass_fb, tps_l01, tps_permuted, udass_permuted, tps_ema," \
            "udass_nomix, udass_nommd, mic, tps_ref, udass_ref)" >&2
          exit 2 ;;
     esac
