@@ -82,6 +82,41 @@ def test_draws_are_per_sample_and_replay_with_the_generator_for_the_second_frame
     torch.testing.assert_close(f_prev, (2 * f_t).clamp(max=1.0), atol=1e-5, rtol=0)
 
 
+def test_the_pair_is_augmented_as_one_concatenated_image():
+    # the reference concatenates d over c and augments once (video_uda.md §3.3 step 3): contrast blends each
+    # frame toward the *pair's* mean luma, and the TPS view uses it
+    contrast = TPSStrongAugment(**ONLY_JITTER, brightness=0.0, saturation=0.0, hue=0.0)
+    d, c = torch.full((1, 3, 8, 8), 0.2), torch.full((1, 3, 8, 8), 0.6)
+    g = torch.Generator().manual_seed(7)
+    state = g.get_state()
+    got_d, got_c = contrast.pair(normalize(d), normalize(c), {}, g)
+    g.set_state(state)
+    u = torch.rand(7, generator=g, dtype=torch.float64).tolist()
+    f = 0.2 + 1.6 * u[4]
+    mean = 0.4  # the pair's, not 0.2 / 0.6 per frame
+    for got, frame in ((got_d, d), (got_c, c)):
+        want = (f * frame + (1 - f) * mean).clamp(0, 1)
+        torch.testing.assert_close(denormalize(got), want, atol=1e-5, rtol=0)
+    # the blur is scaled to one frame's height and reaches across the seam
+    blur = TPSStrongAugment(blur_p=1.0, blur_radii=[7.0], jitter_p=0.0, grayscale_p=0.0)
+    x, x_prev = _image(4, (1, 3, 64, 32)), _image(5, (1, 3, 64, 32))
+    got, got_prev = blur.pair(x, x_prev, {}, torch.Generator().manual_seed(0))
+    both = denormalize(torch.cat([x, x_prev], dim=-2)).clamp(0, 1)  # sigma 7 * 64 / 512 = 0.875
+    want = TF.gaussian_blur(both, kernel_size=[7, 7], sigma=[0.875, 0.875])
+    torch.testing.assert_close(denormalize(torch.cat([got, got_prev], dim=-2)), want, atol=1e-4, rtol=0)
+    cfg = compose_cfg(overrides=["experiment=tps_synthetic_video", "uda/augment@uda.pseudo.augment=tps"])
+    tps = instantiate(cfg.uda.pseudo)
+    g = torch.Generator().manual_seed(3)
+    state = g.get_state()
+    view = tps.strong_view(x, x_prev, g)
+    g.set_state(state)
+    expected = tps.augment.pair(x, x_prev, tps.augment.draw(g), g)
+    for a, b in zip(view, expected):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="frames of different shapes"):
+        contrast.pair(x, x_prev[..., :32, :], {}, g)
+
+
 def test_the_tps_view_config_builds_it_and_the_bad_values_are_refused():
     cfg = compose_cfg(overrides=["experiment=tps_synthetic_video", "uda/augment@uda.pseudo.augment=tps"])
     default = compose_cfg(overrides=["experiment=tps_synthetic_video"])

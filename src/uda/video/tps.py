@@ -281,10 +281,14 @@ class TemporalPseudoSupervision:
         """The current pair through the same strong augmentation (same decisions, same per-sample factors)."""
         if self.augment is not None:
             params = self.augment.draw(generator)
-            state = generator.get_state()
-            x = self.augment(x, params, generator)
-            generator.set_state(state)  # replay the same draws for frame t−1
-            x_prev = self.augment(x_prev, params, generator)
+            pair = getattr(self.augment, "pair", None)
+            if pair is not None:  # TPS's view: the two frames as one concatenated image (tps_augment.py)
+                x, x_prev = pair(x, x_prev, params, generator)
+            else:
+                state = generator.get_state()
+                x = self.augment(x, params, generator)
+                generator.set_state(state)  # replay the same draws for frame t−1
+                x_prev = self.augment(x_prev, params, generator)
         if self.pil_wraparound:
             x, x_prev = (torch.remainder(torch.trunc(v * 255.0), 256.0) / 255.0 for v in (x, x_prev))
         return x, x_prev

@@ -19,9 +19,9 @@ uses by default for the TPS view. Re-implemented on tensors:
 - **Grayscale** with probability ``grayscale_p``: ITU-R 601 luma (PIL ``convert('L')``) on all channels.
 
 Every decision and factor is drawn **per sample** inside :meth:`__call__` from the step's generator (the
-reference's batch is one clip); the TPS view replays the generator for frame t−1, so both frames get the same
-draws, as the concatenation does (the contrast mean is taken per frame, not over the pair: the one
-difference).
+reference's batch is one clip). :meth:`pair` augments the current pair as the reference does: the two frames
+concatenated vertically into one image, so both get the same draws, the contrast mean is the pair's, and the
+blur reaches across the seam (the blur radius is scaled to one frame's height).
 The reference's ToPILImage wrap-around of the normalised tensor is a separate switch
 (``uda.pseudo.pil_wraparound``, src/uda/video/tps.py).
 """
@@ -111,10 +111,32 @@ class TPSStrongAugment:
                 img = adjust_hue(img, -self.hue + 2.0 * self.hue * u[3])
         return img
 
-    def __call__(self, x: Tensor, params: dict[str, bool], generator: torch.Generator) -> Tensor:
-        """Normalised (B,3,H,W) -> the strong view, normalised; draws from ``generator`` per sample."""
+    def pair(
+        self, x: Tensor, x_prev: Tensor, params: dict[str, bool], generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """The current pair (d, c) as the reference augments it: concatenated vertically (d on top) into one
+        image per sample, augmented once, split back at the frame's height (video_uda.md §3.3 step 3)."""
+        if x.shape != x_prev.shape:
+            raise ValueError(
+                f"TPSStrongAugment.pair: frames of different shapes {tuple(x.shape)}, {tuple(x_prev.shape)}"
+            )
+        h = x.shape[-2]
+        both = self(torch.cat([x, x_prev], dim=-2), params, generator, frame_height=h)
+        return both[..., :h, :], both[..., h:, :]
+
+    def __call__(
+        self,
+        x: Tensor,
+        params: dict[str, bool],
+        generator: torch.Generator,
+        *,
+        frame_height: int | None = None,
+    ) -> Tensor:
+        """Normalised (B,3,H,W) -> the strong view, normalised; draws from ``generator`` per sample.
+        ``frame_height``: the height the blur radius is scaled by (one frame of a pair; default H)."""
         b, _, h, _ = x.shape
-        scale = 1.0 if self.reference_height is None else h / float(self.reference_height)
+        frame_h = h if frame_height is None else frame_height
+        scale = 1.0 if self.reference_height is None else frame_h / float(self.reference_height)
         x01 = denormalize(x.float(), mean=self.mean, std=self.std).clamp(0.0, 1.0)
         out = []
         for i in range(b):
