@@ -18,7 +18,7 @@
 # negative control: the TPS row on pseudo-labels shifted by one class, "udass_permuted" the same on the
 # UDASS video row; "tps_l01" for the TPS row with the VIPER configs' λ_T 0.1 (tps_viper2city.yml; the
 # experiment's default since it was chosen on the dev clips; the other TPS rows keep SYNTHIA-Seq's 1.0, with
-# which they were measured); "tps_ema" for the TPS row with a mean teacher of the student after the switch;
+# which they were measured), "tps_ref_l01" the reference without the threshold at 0.1; "tps_ema" for the TPS row with a mean teacher of the student after the switch;
 # "udass_nomix" / "udass_nommd" for the UDASS video row without video QuadMix / without the MMD; "mic" for
 # image MIC on the clips' current frames, from the stand-in with its own EMA teacher as the image rows);
 # SKIP_SOURCE=1 reuses the source-only runs already there; EXTRA="key=value ..." appends overrides.
@@ -100,9 +100,11 @@ for seed in ${seeds//,/ }; do
           uda.name=udass_video_thr0.968_nommd ;;
       mic) run mic mic_synthetic_video "$seed" ;;  # image MIC on the clips' current frames
       tps_ref) run tps_reference tps_synthetic_video "$seed" "${ref[@]}" "${l1[@]}" ;;
+      tps_ref_l01)  # the TPS reference as published for VIPER: no threshold, LAMBDA_T 0.1
+        run tps_reference_l01 tps_synthetic_video "$seed" "${ref[@]}" uda.lambda_t=0.1 uda.name=tps_reference_l01 ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
       *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
-           "(tps, udass, tps_hist, tps_full, udass_full, tps_fb, udass_fb, tps_l01, tps_permuted, udass_permuted, tps_ema," \
+           "(tps, udass, tps_hist, tps_full, udass_full, tps_fb, udass_fb, tps_l01, tps_ref_l01, tps_permuted, udass_permuted, tps_ema," \
            "udass_nomix, udass_nommd, mic, tps_ref, udass_ref)" >&2
          exit 2 ;;
     esac
