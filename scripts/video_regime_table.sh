@@ -104,8 +104,8 @@ for seed in ${seeds//,/ }; do
         run tps_reference_l01 tps_synthetic_video "$seed" "${ref[@]}" uda.lambda_t=0.1 uda.name=tps_reference_l01 ;;
       udass_ref) run udass_reference udass_synthetic_video "$seed" "${ref[@]}" ;;
       *) echo "video_regime_table.sh: unknown row '$row' in ROWS" \
-           "(tps, udass, tps_hist, tps_full, udass_full, tps_fb, udass_fb, tps_l01, tps_ref_l01, tps_permuted, udass_permuted, tps_ema," \
-           "udass_nomix, udass_nommd, mic, tps_ref, udass_ref)" >&2
+           "(tps, udass, tps_hist, tps_full, udass_full, tps_fb, udass_fb, tps_l01, tps_ref_l01, tps_permuted," \
+           "udass_permuted, tps_ema, udass_nomix, udass_nommd, mic, tps_ref, udass_ref)" >&2
          exit 2 ;;
     esac
   done
