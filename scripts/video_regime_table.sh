@@ -18,7 +18,8 @@
 # negative control: the TPS row on pseudo-labels shifted by one class, "udass_permuted" the same on the
 # UDASS video row; "tps_l01" for the TPS row with the VIPER configs' λ_T 0.1 (tps_viper2city.yml; the
 # experiment's default since it was chosen on the dev clips; the other TPS rows keep SYNTHIA-Seq's 1.0, with
-# which they were measured), "tps_ref_l01" the reference without the threshold at 0.1; "tps_ema" for the TPS row with a mean teacher of the student after the switch;
+# which they were measured), "tps_ref_l01" the reference without the threshold at 0.1; "tps_ema" for the TPS
+# row with a mean teacher of the student after the switch;
 # "udass_nomix" / "udass_nommd" for the UDASS video row without video QuadMix / without the MMD; "mic" for
 # image MIC on the clips' current frames, from the stand-in with its own EMA teacher as the image rows);
 # SKIP_SOURCE=1 reuses the source-only runs already there; EXTRA="key=value ..." appends overrides.
