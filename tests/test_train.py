@@ -152,3 +152,46 @@ def test_folder_dataset_nobody_prepared(tmp_path):
     out = train(cfg)
     assert list(out["per_class"]) == ["sky", "road", "car"]
     assert set(out["subsets"]) == {"all"} and out["data"] == "folder"
+
+
+def _bn_buffers(path) -> dict[str, torch.Tensor]:
+    sd = load_module(path).state_dict()
+    bn = ("running_mean", "running_var", "num_batches_tracked")
+    return {k: v for k, v in sd.items() if k.startswith("student.") and k.endswith(bn)}
+
+
+def test_masked_forward_with_frozen_bn_statistics_leaves_them_to_the_other_forwards(train_cfg, tmp_path):
+    """uda.mask.update_bn_stats=false (src/uda/masking/mic.py): after a MIC step the student's BN running
+    statistics are exactly those of the same step without the masked term (source and mixed forwards only);
+    with MIC's default (true) the masked forward moves them."""
+    common = ["experiment=mic_synthetic", "trainer.max_steps=1", "trainer.val_check_interval=1"]
+    runs = {"frozen": ["uda.mask.update_bn_stats=false"], "updated": [], "no_mask": ["uda/mask=none"]}
+    bufs = {}
+    for name, extra in runs.items():
+        cfg = train_cfg(*common, *extra, f"paths.output_dir={tmp_path / name}")
+        train(cfg)
+        bufs[name] = _bn_buffers(tmp_path / name / "checkpoints" / "last.ckpt")
+    assert bufs["frozen"] and bufs["frozen"].keys() == bufs["no_mask"].keys()
+    for k in bufs["frozen"]:
+        assert torch.equal(bufs["frozen"][k], bufs["no_mask"][k]), k
+    assert any(not torch.equal(bufs["updated"][k], bufs["no_mask"][k]) for k in bufs["no_mask"])
+
+
+def test_bn_recalibrate_script_reproduces_the_stored_number(train_cfg, tmp_path):
+    """scripts/bn_recalibrate.py: `stored` is the run's own mIoU; a re-estimate changes only BN buffers."""
+    import importlib.util
+
+    cfg = train_cfg("experiment=mic_synthetic", "trainer.max_steps=1", "trainer.val_check_interval=1")
+    results = train(cfg)
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bn_recalibrate.py"
+    spec = importlib.util.spec_from_file_location("bn_recalibrate", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ckpt = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    out = tmp_path / "bn.md"
+    script.main([str(ckpt), "--batches", "2", "--recipes", "stored,source+target", "--out", str(out)])
+    (row,) = json.loads(out.with_suffix(".json").read_text())
+    assert row["stored"] == pytest.approx(results["mIoU"]) and 0.0 <= row["source+target"] <= 100.0
+    assert "| mic | 0 |" in out.read_text()
+    with pytest.raises(SystemExit, match="unknown"):
+        script.main([str(ckpt), "--recipes", "val"])

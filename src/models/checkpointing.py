@@ -26,32 +26,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
+from src.models.bn_stats import BNStatsFrozen
+
 __all__ = ["checkpoint_call", "use_checkpoint"]
-
-
-class _BNStatsFrozen:
-    """While recomputing: BN momentum 0 (running statistics unchanged), ``num_batches_tracked`` restored."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-        self.saved: list[tuple[Any, torch.Tensor | None]] = []
-
-    def __enter__(self) -> _BNStatsFrozen:
-        self.saved = []
-        for m in self.bns:
-            nbt = m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None
-            self.saved.append((m.momentum, nbt))
-            m.momentum = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for m, (momentum, nbt) in zip(self.bns, self.saved, strict=True):
-            m.momentum = momentum
-            if nbt is not None:
-                m.num_batches_tracked.copy_(nbt)
 
 
 def use_checkpoint(module: nn.Module, enabled: bool) -> bool:
@@ -63,6 +42,6 @@ def checkpoint_call(fn: Callable[..., Any], module: nn.Module, *args: Any) -> An
     """``fn(*args)`` under non-reentrant activation checkpointing; ``module`` holds ``fn``'s BN layers."""
 
     def contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-        return contextlib.nullcontext(), _BNStatsFrozen(module)
+        return contextlib.nullcontext(), BNStatsFrozen(module)
 
     return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=True, context_fn=contexts)

@@ -404,7 +404,8 @@ class UDAModule(pl.LightningModule):
                     x_masked, keep = self.mask(m.x, generator=g, pseudo_label=m.y, confidence=m.confidence)
                 self.keep_for_panel(x_masked=x_masked)  # image panels: no-op unless requested
                 with stage("mask_fwd_bwd"):
-                    loss_m, f_m = self.seg_loss(x_masked, m.y, m.w, return_feat=True)
+                    with self.mask.forward_context(self.student):  # uda.mask.update_bn_stats (default: MIC's)
+                        loss_m, f_m = self.seg_loss(x_masked, m.y, m.w, return_feat=True)
                     loss_mask = self.mask.weight * loss_m
                     logs["train/loss_mask"] = loss_mask.detach()
                     loss = loss_mask

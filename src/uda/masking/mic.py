@@ -20,14 +20,26 @@ context-aware masking).
 
 The augmentation of the ``*aug`` modes is ``augment`` (the DACS parameters, as MIC reads
 ``color_jitter_strength`` / ``color_jitter_probability`` from the same config); the other modes ignore it.
+
+``update_bn_stats`` (ours; default ``True``, the reference): whether the masked-image forward updates the
+student's BatchNorm running statistics. In MIC it does, like every student forward, so after each step about a
+third of the running statistics the student is *evaluated* with come from masked images (momentum 0.1; the
+DAFormer head's ConvModules hold the BN layers, MiT has LayerNorm only). ``False`` runs that forward with the
+statistics frozen (src/models/bn_stats.py): it still normalises with its own batch statistics and its loss and
+gradients are unchanged; only the running statistics are left to the source and mixed batches. Why it is
+there: on the synthetic benchmark, re-estimating the statistics of trained students from clean crops
+(scripts/bn_recalibrate.py) removed most of what a masked term cost the DAFormer host (README "What costs
+DAFormer here").
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
 
+from src.models.bn_stats import BNStatsFrozen
 from src.uda.augment import StrongAugment
 
 #: MIC's mask modes: (which images, colour augmentation)
@@ -58,6 +70,7 @@ class MaskedImageConsistency:
         augment: StrongAugment | None = None,
         weight: float = 1.0,
         mode: str = "separatetrgaug",
+        update_bn_stats: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(
@@ -74,6 +87,7 @@ class MaskedImageConsistency:
         self.masker = masker
         self.augment = augment
         self.weight = weight
+        self.update_bn_stats = bool(update_bn_stats)
 
     @property
     def uses_source(self) -> bool:
@@ -110,3 +124,8 @@ class MaskedImageConsistency:
         if self.augments:
             x = self.augment(x, self.augment.draw(generator), generator)
         return self.masker(x, generator, pseudo_label=pseudo_label, confidence=confidence)
+
+    def forward_context(self, student: torch.nn.Module) -> contextlib.AbstractContextManager:
+        """The context of the student's masked-image forward: BN running statistics frozen unless
+        ``update_bn_stats`` (the reference updates them)."""
+        return contextlib.nullcontext() if self.update_bn_stats else BNStatsFrozen(student)

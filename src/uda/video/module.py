@@ -358,7 +358,8 @@ class VideoUDAModule(UDAModule):
         if masked is not None:
             with stage("mask_fwd_bwd"):
                 tgt = batch["target"]
-                out_m = self.student.forward_clip(masked[0], masked[1], tgt["flow"].float())
+                with self.mask.forward_context(self.student):  # uda.mask.update_bn_stats
+                    out_m = self.student.forward_clip(masked[0], masked[1], tgt["flow"].float())
                 loss_mask = self.mask.weight * self.tps_loss(out_m.fused, pl, tgt.get("valid"))
                 logs["train/loss_mask"] = loss_mask.detach()
                 self.backward_term(loss_mask, last=True)
