@@ -147,7 +147,9 @@ def test_cnn_student_trains_with_aux_terms_histogram_matching_and_rescale(video_
 
 def test_mic_and_feature_distance_compose_with_udass_video(video_cfg):
     """uda/mask=mic and uda/fd=imnet on the video module (udass_mic_synthetic_video): L_fd on the source clip,
-    MIC's masked consistency on the current target pair with one augmentation and one mask for both frames."""
+    MIC's masked consistency on the current target pair with one augmentation and one mask for both frames,
+    its forward with the BN running statistics frozen (uda.mask.update_bn_stats=false; MIC's default, true,
+    runs in test_other_video_experiments_train)."""
     from types import SimpleNamespace
 
     from omegaconf import OmegaConf
@@ -155,7 +157,7 @@ def test_mic_and_feature_distance_compose_with_udass_video(video_cfg):
     from src.uda.video.module import build_module
 
     cfg = video_cfg("experiment=udass_mic_synthetic_video", *UDASS_FAST, "trainer.max_steps=2",
-                    "trainer.val_check_interval=2")  # fmt: skip
+                    "trainer.val_check_interval=2", "uda.mask.update_bn_stats=false")  # fmt: skip
     out = train(cfg)
     assert out["steps"] == 2 and out["method"] == "udass_mic_video" and 0.0 <= out["mIoU"] <= 100.0
     losses = {"train/loss_src", "train/loss_fd", "train/loss_tps", "train/loss_mask", "train/loss_ss"}
