@@ -163,7 +163,8 @@ def _bn_buffers(path) -> dict[str, torch.Tensor]:
 def test_masked_forward_with_frozen_bn_statistics_leaves_them_to_the_other_forwards(train_cfg, tmp_path):
     """uda.mask.update_bn_stats=false (src/uda/masking/mic.py): after a MIC step the student's BN running
     statistics are exactly those of the same step without the masked term (source and mixed forwards only);
-    with MIC's default (true) the masked forward moves them."""
+    with MIC's default (true) the masked forward moves them; every other tensor (student and teacher weights)
+    is the same with the switch on or off."""
     common = ["experiment=mic_synthetic", "trainer.max_steps=1", "trainer.val_check_interval=1"]
     runs = {"frozen": ["uda.mask.update_bn_stats=false"], "updated": [], "no_mask": ["uda/mask=none"]}
     bufs = {}
@@ -175,6 +176,11 @@ def test_masked_forward_with_frozen_bn_statistics_leaves_them_to_the_other_forwa
     for k in bufs["frozen"]:
         assert torch.equal(bufs["frozen"][k], bufs["no_mask"][k]), k
     assert any(not torch.equal(bufs["updated"][k], bufs["no_mask"][k]) for k in bufs["no_mask"])
+    frozen = load_module(tmp_path / "frozen" / "checkpoints" / "last.ckpt").state_dict()
+    updated = load_module(tmp_path / "updated" / "checkpoints" / "last.ckpt").state_dict()
+    assert frozen.keys() == updated.keys()
+    differ = {k for k in frozen if not torch.equal(frozen[k], updated[k])}
+    assert differ and differ <= set(bufs["frozen"])  # the student's BN buffers, nothing else
 
 
 def test_bn_recalibrate_script_reproduces_the_stored_number(train_cfg, tmp_path):
