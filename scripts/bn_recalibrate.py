@@ -52,6 +52,7 @@ def recalibrate(module, datamodule, recipe: str, batches: int) -> int:
     if not bns:
         raise SystemExit("the student has no BatchNorm layer with running statistics: nothing to re-estimate")
     student.eval()
+    momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the forwards below
@@ -65,8 +66,8 @@ def recalibrate(module, datamodule, recipe: str, batches: int) -> int:
         for part in parts:
             student(module._prep(batch[part]["img"]))
             n += 1
-    for m in bns:
-        m.momentum = 0.1
+    for m, momentum in zip(bns, momenta, strict=True):
+        m.momentum = momentum
         m.eval()
     return n
 
