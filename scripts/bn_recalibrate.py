@@ -29,18 +29,14 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from torch.nn.modules.batchnorm import _BatchNorm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from src.models.bn_stats import running_stat_batchnorms  # noqa: E402
 from src.uda.video.module import load_module  # noqa: E402
 from src.utils import quiet  # noqa: E402
 
 RECIPES = ("stored", "source", "target", "source+target")
-
-
-def batchnorms(model: torch.nn.Module) -> list[_BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
 @torch.no_grad()
@@ -48,7 +44,7 @@ def recalibrate(module, datamodule, recipe: str, batches: int) -> int:
     """Re-estimate the student's BN running statistics from `batches` training batches; returns the number of
     forwards. Dropout / DropPath stay in eval; only the BN layers run in train mode."""
     student = module.student
-    bns = batchnorms(student)
+    bns = running_stat_batchnorms(student)
     if not bns:
         raise SystemExit("the student has no BatchNorm layer with running statistics: nothing to re-estimate")
     student.eval()

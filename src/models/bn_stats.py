@@ -18,14 +18,19 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["BNStatsFrozen"]
+__all__ = ["BNStatsFrozen", "running_stat_batchnorms"]
+
+
+def running_stat_batchnorms(module: nn.Module) -> list[_BatchNorm]:
+    """The BatchNorm layers of ``module`` that keep running statistics (an eval-mode forward uses them)."""
+    return [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
 class BNStatsFrozen:
     """Inside: BN momentum 0 (running statistics unchanged); ``num_batches_tracked`` restored on exit."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        self.bns = running_stat_batchnorms(module)
         self.saved: list[tuple[Any, torch.Tensor | None]] = []
 
     def __enter__(self) -> BNStatsFrozen:
