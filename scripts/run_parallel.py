@@ -4,9 +4,9 @@
     python scripts/run_parallel.py COMMANDS.txt --jobs 12 [--deadline 480] [--log-dir logs/parallel]
 
 For a machine with more cores than one training uses. (Not a way to fill one GPU with small trainings: 14
-of the benchmark's runs side by side on an H200 time-sliced it, README "The thing gap removed".) Each
-non-empty line of COMMANDS.txt that does not start with ``#`` is one job (run by ``bash -c`` from the
-current folder); its stdout and stderr go to ``<log-dir>/<NNN>.log``.
+of the benchmark's runs side by side on an H200 time-sliced it, docs/benchmark_regime_studies.md "The thing
+gap removed".) Each non-empty line of COMMANDS.txt that does not start with ``#`` is one job (run by
+``bash -c`` from the current folder); its stdout and stderr go to ``<log-dir>/<NNN>.log``.
 Jobs start in file order (put the ones that matter most first); at the deadline the running ones are
 killed (their whole process group) and the unstarted ones never start. Writes ``<log-dir>/summary.json``
 (per job: command, state done / failed / killed / not started, return code, seconds) and prints one line

@@ -29,7 +29,7 @@ own). ``False`` runs that forward with the statistics frozen (src/models/bn_stat
 with its own batch statistics, so its loss, gradients and every weight are unchanged (a test); only the
 running statistics are left to the source and mixed batches. Why it is there: on the synthetic benchmark's dev
 split it moved MIC from 33.8 to 35.9 mIoU (DAFormer's 35.9) and OMUDA from 33.8 to 35.2 with the same weights
-(README "Most of that cost is the BatchNorm statistics the student is evaluated with").
+(docs/omuda_studies.md "Most of that cost is the BatchNorm statistics the student is evaluated with").
 """
 
 from __future__ import annotations
