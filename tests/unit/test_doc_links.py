@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ def github_slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def anchors(path: Path) -> set[str]:
+@cache
+def anchors(path: Path) -> frozenset[str]:
     seen: Counter[str] = Counter()
     out: set[str] = set()
     fenced = False
@@ -41,7 +43,7 @@ def anchors(path: Path) -> set[str]:
             slug = github_slug(m.group(1))
             out.add(slug if seen[slug] == 0 else f"{slug}-{seen[slug]}")
             seen[slug] += 1
-    return out
+    return frozenset(out)
 
 
 def links(path: Path) -> list[str]:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "scripts" / "gate_summary.py"
-_spec = importlib.util.spec_from_file_location("gate_summary", _PATH)
-gate_summary = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gate_summary)
+from scripts import gate_summary
 
 
 def _run(root: Path, method: str, seed: int, miou: float, rows: list[tuple[int, float, float]]) -> Path:
